@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -228,8 +229,10 @@ class LocalCa:
         """Add a certificate this CA issued to the CRL and re-sign it (restart mosquitto to apply)."""
         if isinstance(cert, Path):
             cert = load_certificate(cert)
-        if cert.issuer != self.certificate.subject:
-            raise PkiError("the certificate was not issued by this CA")
+        try:  # by signature: every devkit CA has the same default name
+            cert.verify_directly_issued_by(self.certificate)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise PkiError("the certificate was not issued by this CA") from exc
         revoked = list(self.revoked_serials().items())
         if cert.serial_number not in dict(revoked):
             revoked.append((cert.serial_number, when or _now()))
