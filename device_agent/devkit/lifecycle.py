@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -117,6 +118,7 @@ class _Wake(enum.Enum):
 
 _Event = _Transition | _Wake
 _Finish = Callable[[_Event], bool]
+_Work = Callable[[], Coroutine[Any, Any, None]]
 
 
 def _always(_event: _Event) -> bool:
@@ -462,6 +464,7 @@ class LifecycleManager:
             async with asyncio.TaskGroup() as tg:
                 c.tg = tg
                 await self._state_loop(c)
+                await self._stop_processes(c)  # e.g. a component that reported FINISHED but kept running
                 self._abandon(c)
         finally:
             c.tg = None
@@ -574,7 +577,9 @@ class LifecycleManager:
         generation = c.generation
         timeout = self._timeout(StepName.STARTUP, c.spec.recipe.lifecycle.step(StepName.STARTUP))
         if timeout is not None:
-            c.startup_timer = self._spawn(c, self._startup_timer(c, generation, timeout), "startup-timeout")
+            c.startup_timer = self._spawn(
+                c, functools.partial(self._startup_timer, c, generation, timeout), "startup-timeout"
+            )
         if not self._dependencies_ready(c):
             self._internal_report(c, S.INSTALLED)
         else:
@@ -793,7 +798,7 @@ class LifecycleManager:
         self._watch(c, result, lambda code: self._run_exited(c, generation, code))
         timeout = self._timeout(StepName.RUN, step)
         if timeout is not None:
-            self._spawn(c, self._run_timer(c, result, timeout), "run-timeout")
+            self._spawn(c, functools.partial(self._run_timer, c, result, timeout), "run-timeout")
 
     def _run_exited(self, c: _Component, generation: int, code: int) -> None:
         if generation != c.generation or S.RUNNING not in {c.state, c.last_reported}:
@@ -890,7 +895,8 @@ class LifecycleManager:
         for stream in ("stdout", "stderr"):
             proc.pumps.append(
                 tg.create_task(
-                    self._guard(c, proc.pump(stream, c.log)), name=f"lifecycle:{c.name}:{step_name}:{stream}"
+                    self._guard(c, functools.partial(proc.pump, stream, c.log)),
+                    name=f"lifecycle:{c.name}:{step_name}:{stream}",
                 )
             )
         return proc
@@ -950,7 +956,7 @@ class LifecycleManager:
             on_exit(code)
             await self._release_if_done(c, proc)
 
-        self._spawn(c, watch(), f"{proc.step}-exit")
+        self._spawn(c, watch, f"{proc.step}-exit")
 
     # ---- processes and tasks -----------------------------------------------------------------------------
 
@@ -977,17 +983,17 @@ class LifecycleManager:
             raise LifecycleError(f"component {c.name} is not supervised")
         return c.tg
 
-    def _spawn(self, c: _Component, coro: Coroutine[Any, Any, None], label: str) -> asyncio.Task[None]:
-        task = self._task_group(c).create_task(self._guard(c, coro), name=f"lifecycle:{c.name}:{label}")
+    def _spawn(self, c: _Component, work: _Work, label: str) -> asyncio.Task[None]:
+        task = self._task_group(c).create_task(self._guard(c, work), name=f"lifecycle:{c.name}:{label}")
         c.aux.add(task)
         task.add_done_callback(c.aux.discard)
         return task
 
     @staticmethod
-    async def _guard(c: _Component, coro: Coroutine[Any, Any, None]) -> None:
+    async def _guard(c: _Component, work: _Work) -> None:
         """A helper's failure is logged; it must not tear down the component's task group."""
         try:
-            await coro
+            await work()  # created here, so a task cancelled before it starts leaves no stray coroutine
         except asyncio.CancelledError:
             raise
         except Exception:
