@@ -61,14 +61,14 @@ class LifecycleStep:
     skipif: str | None = None
     # Seconds; None means the step's nucleus default (see DEFAULT_STEP_TIMEOUTS).
     timeout: float | None = None
-    setenv: Mapping[str, str] = EMPTY_ENV
+    setenv: Mapping[str, str] = field(default_factory=lambda: EMPTY_ENV)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Lifecycle:
     """The Linux lifecycle of a component (from its selected manifest)."""
 
-    setenv: Mapping[str, str] = EMPTY_ENV
+    setenv: Mapping[str, str] = field(default_factory=lambda: EMPTY_ENV)
     steps: Mapping[StepName, LifecycleStep] = field(default_factory=lambda: MappingProxyType({}))
 
     def step(self, name: StepName) -> LifecycleStep | None:
@@ -115,3 +115,21 @@ class Recipe:
     def ref(self) -> str:
         """NAME=VERSION, as the Greengrass CLI writes a component reference."""
         return f"{self.name}={self.version}"
+
+
+def freeze_json(value: Any) -> Any:
+    """A deep read-only copy of a JSON-like value: mappings become MappingProxyType, lists become tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze_json(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze_json(v) for v in value)
+    return value
+
+
+def thaw_json(value: Any) -> Any:
+    """A deep mutable copy of a (possibly frozen) JSON-like value, for `json.dumps` or a config store."""
+    if isinstance(value, Mapping):
+        return {str(k): thaw_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw_json(v) for v in value]
+    return value
