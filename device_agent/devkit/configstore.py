@@ -13,8 +13,8 @@ What it mirrors (aws-greengrass-nucleus, `com.aws.greengrass`):
 - `builtin/services/configstore/ConfigStoreIPCEventStreamAgent.java`: GetConfiguration (a leaf answers
   `{leafName: value}`, a container its `toPOJO()`, which leaves out keys starting with `_`);
   UpdateConfiguration (MERGE at keyPath, `accessControl` refused, a new keyPath merged at the current time,
-  FailedUpdateConditionCheckError when the request's timestamp is older than the modtime of the node at
-  keyPath *after* the merge, so leaves that were not newer are already updated when the error is raised);
+  FailedUpdateConditionCheckError when the request's timestamp is older than the modtime of the container
+  at keyPath, checked *after* the merge, so leaves that were not newer are already updated when raised);
   SubscribeToConfigurationUpdate (a missing path is ResourceNotFoundError; no event on subscribe).
 - `componentmanager/KernelConfigResolver.resolveConfigurationToApply`: a deployment starts from the running
   configuration, removes the RESET JSON pointers (`""` empties everything and ends the list; a pointer with a
@@ -144,7 +144,8 @@ def _find(root: _Branch, key_path: Sequence[str]) -> _Node | None:
 
 
 def _modtime(node: _Node) -> int:
-    """A container's modtime is its newest descendant's, as Topics.childChanged leaves it."""
+    """A container's modtime is its newest descendant's, as Topics.childChanged leaves it; an empty container
+    keeps the time it was created."""
     if isinstance(node, _Leaf):
         return node.modtime
     if not node.children:
@@ -460,8 +461,9 @@ class ConfigStore:
 
         - InvalidUpdateError: touches `accessControl` (first key of key_path, or a top-level key of the value
           when key_path is empty; any case), an unknown component, a key path through a leaf, a bad document.
-        - StaleConfigUpdateError (a StaleUpdateError): `timestamp` is older than the node at key_path after
-          the merge. The leaves that were not newer than `timestamp` are updated anyway, as in the nucleus.
+        - StaleConfigUpdateError (a StaleUpdateError): `timestamp` is older than the container at key_path
+          (its newest leaf). Checked after the merge: leaves not newer than `timestamp` are updated anyway,
+          and subscribers told, as in the nucleus.
         - A key path that does not exist yet is created and merged at `now` (default: the wall clock), the
           request's timestamp being ignored, as the nucleus does.
         - A key path naming a leaf replaces that leaf with a container holding value_to_merge.
@@ -481,9 +483,14 @@ class ConfigStore:
         work = _clone(root)
         assert isinstance(work, _Branch)  # noqa: S101  (a clone of a branch is a branch)
         changes = _Changes()
+        # The nucleus compares with the node's modtime right after the merge, but merged leaves reach their
+        # container only later, through its publish queue: in effect the container's modtime before the
+        # merge. A leaf at key_path becomes a container stamped `requested`, a new key path one stamped `now`:
+        # neither is stale.
+        before = _find(root, path)
+        newest = _modtime(before) if isinstance(before, _Branch) else None
         used = _merge_at(work, path, value_to_merge, requested=requested, now_ms=now_ms, changes=changes)
-        updated = _find(work, path)
-        stale = updated is not None and used < _modtime(updated)
+        stale = newest is not None and used < newest
         self._commit(root.name, work, changes.paths)
         if stale:
             raise StaleConfigUpdateError(STALE_MESSAGE, changes.paths)
@@ -649,7 +656,7 @@ def _touches_access_control(path: KeyPath, value: Any) -> bool:
 def _merge_at(
     work: _Branch, path: KeyPath, value: Mapping[str, Any], *, requested: int, now_ms: int, changes: _Changes
 ) -> int:
-    """Merge as the three branches of UpdateConfigurationOperationHandler do; returns the timestamp."""
+    """Merge as the three branches of UpdateConfigurationOperationHandler do; returns the timestamp used."""
     node = _find(work, path)
     if node is None:
         target = _create_branches(work, path, now_ms)
