@@ -117,15 +117,6 @@ class Recipe:
         return f"{self.name}={self.version}"
 
 
-def freeze_json(value: Any) -> Any:
-    """A deep read-only copy of a JSON-like value: mappings become MappingProxyType, lists become tuples."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({str(k): freeze_json(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(freeze_json(v) for v in value)
-    return value
-
-
 def thaw_json(value: Any) -> Any:
     """A deep mutable copy of a (possibly frozen) JSON-like value, for `json.dumps` or a config store."""
     if isinstance(value, Mapping):

@@ -52,7 +52,6 @@ from device_agent.devkit.recipe_model import (
     Recipe,
     StepName,
     Unarchive,
-    freeze_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -523,8 +522,9 @@ def _default_configuration(fields: _Fields) -> Mapping[str, Any]:
     if "DefaultConfiguration" not in config:
         return MappingProxyType({})
     default_at, default = config["DefaultConfiguration"]
-    frozen: Mapping[str, Any] = freeze_json(_mapping(default_at, default))
-    return frozen
+    # Read-only at the top, plain JSON values inside (the config store takes them as they are); _plain already
+    # made this a private copy. Use recipe_model.thaw_json for a mutable copy.
+    return MappingProxyType(dict(_mapping(default_at, default)))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def test_full_recipe_loads_the_same_from_yaml_and_json(name: str) -> None:
     assert recipe.dependencies["aws.greengrass.Nucleus"].dependency_type is DependencyType.SOFT
     config = recipe.default_configuration
     assert isinstance(config, MappingProxyType)
-    assert thaw_json(config["nested"]) == {"b": 1, "a": [True, None, 1.5]}
+    assert config["nested"] == {"b": 1, "a": [True, None, 1.5]}
+    assert json.loads(json.dumps(thaw_json(config))) == thaw_json(config)
     assert "accessControl" in config
     # The linux manifest is the second one: the first (windows) does not match.
     assert recipe.lifecycle.setenv == {"GREETING": "{configuration:/greeting}"}
