@@ -123,6 +123,7 @@ class MqttBridge:
         min_reconnect_delay_s: float = 0.25,
         max_reconnect_delay_s: float = 30.0,
         connect_timeout_s: float = 5.0,
+        stop_timeout_s: float = _STOP_TIMEOUT_S,
     ) -> None:
         self.endpoint = parse_endpoint(endpoint)
         if not client_id:
@@ -143,6 +144,7 @@ class MqttBridge:
         self._min_reconnect_ms = int(min_reconnect_delay_s * 1000)
         self._max_reconnect_ms = int(max_reconnect_delay_s * 1000)
         self._connect_timeout_ms = int(connect_timeout_s * 1000)
+        self._stop_timeout_s = stop_timeout_s
 
         # Loop-side state (only touched on self._loop).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -316,8 +318,9 @@ class MqttBridge:
             retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.FULL,
             min_reconnect_delay_ms=self._min_reconnect_ms,
             max_reconnect_delay_ms=self._max_reconnect_ms,
-            # Left unset on purpose (the default, 30 s, is what we want): awscrt 0.36.1 stores this value as the
-            # *minimum reconnect delay*, which turned a 250 ms first retry into 30 s (seen in awscrt's debug log).
+            # min_connected_time_to_reset_reconnect_delay_ms is left unset on purpose (default 30 s suits):
+            # awscrt 0.36.1 stores it as the *minimum reconnect delay*, which turned a 250 ms first retry into
+            # 30 s (seen in awscrt's debug log).
             connack_timeout_ms=self._connect_timeout_ms,
             ping_timeout_ms=min(self._connect_timeout_ms, self._keep_alive_s * 1000 // 2),
             ack_timeout_sec=60,  # a backstop: every caller's wait is bounded by its own, shorter timeout
@@ -363,10 +366,15 @@ class MqttBridge:
         self._client_started = False
         self._client.stop()
         try:
-            async with asyncio.timeout(_STOP_TIMEOUT_S):
+            async with asyncio.timeout(self._stop_timeout_s):
                 await self._stopped_event.wait()
         except TimeoutError:
-            logger.warning("iot_bridge.stop_timeout endpoint=%s after=%.1fs", self.endpoint, _STOP_TIMEOUT_S)
+            # Seen when *we* refused the server's certificate: s2n then delays closing the socket by 10-30 s
+            # ("blinding", against timing attacks), and awscrt reports "stopped" only after that. The client
+            # is released anyway; its late callbacks carry a stale session and are dropped.
+            logger.warning(
+                "iot_bridge.stop_timeout endpoint=%s after=%.1fs", self.endpoint, self._stop_timeout_s
+            )
 
     # -- awscrt threads: convert, then hand over to the loop ----------------------------------------------
 

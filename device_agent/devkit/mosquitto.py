@@ -279,7 +279,7 @@ class MosquittoBroker:
             "persistence false",
             # Keep the caller's user (root stays root) so the broker can read the caller's 0600 keys.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
-            # A file, not stdout: mosquitto block-buffers a redirected stdout, file logging is flushed per line.
+            # A file, not stdout: mosquitto block-buffers a redirected stdout; its file log is line-flushed.
             f"log_dest file {_config_path(self.log_path)}",
             "log_type error",
             "log_type warning",
