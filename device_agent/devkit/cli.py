@@ -1,7 +1,8 @@
 """`gg-virtual`: run a virtual device, and talk to a running one, with commands named like the Greengrass CLI.
 
     gg-virtual nucleus --root DIR --recipe-dir DIR --artifact-dir DIR [--merge NAME=VERSION ...]
-                       [--update-config JSON] [--thing-name NAME] [--secrets FILE] [--with-cli] [--skip-install]
+                       [--update-config JSON] [--thing-name NAME] [--secrets FILE]
+                       [--with-cli] [--skip-install]
                        [--iot-endpoint URL [--iot-ca F --iot-cert F --iot-key F]] [--duration SECONDS]
     gg-virtual component list|restart NAME|stop NAME      --root DIR
     gg-virtual deployment create [--recipe-dir DIR --artifact-dir DIR] [--merge NAME=VERSION ...]
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     nucleus.add_argument("--secrets", type=Path, default=None, metavar="FILE")
     nucleus.add_argument("--with-cli", action="store_true", help="as if aws.greengrass.Cli were deployed")
     nucleus.add_argument("--skip-install", action="store_true", help="do not run Install steps")
-    nucleus.add_argument("--iot-endpoint", default=None, metavar="URL", help="mqtt://127.0.0.1:PORT or mqtts://HOST:PORT")
+    nucleus.add_argument(
+        "--iot-endpoint", default=None, metavar="URL", help="mqtt://127.0.0.1:PORT or mqtts://HOST:PORT"
+    )
     nucleus.add_argument("--iot-ca", type=Path, default=None)
     nucleus.add_argument("--iot-cert", type=Path, default=None)
     nucleus.add_argument("--iot-key", type=Path, default=None)
@@ -198,7 +201,9 @@ def _run_nucleus(args: argparse.Namespace, root: Path) -> int:
                 nucleus.deployer.add_recipes(args.recipe_dir.resolve(), request.artifact_dir)
                 names = nucleus.deployer.catalog_names()
                 request_all = DeploymentRequest(
-                    merge=dict.fromkeys(names, ""), update_config=request.update_config, artifact_dir=request.artifact_dir
+                    merge=dict.fromkeys(names, ""),
+                    update_config=request.update_config,
+                    artifact_dir=request.artifact_dir,
                 )
                 result = await nucleus.deploy(request_all)
             else:

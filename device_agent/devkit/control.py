@@ -47,9 +47,9 @@ class ControlServer:
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # noqa: ASYNC240 - a stale socket from a crashed run
+            self.path.unlink()
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=MAX_LINE)
-        self.path.chmod(0o600)  # noqa: ASYNC240
+        self.path.chmod(0o600)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -57,7 +57,7 @@ class ControlServer:
             await self._server.wait_closed()
             self._server = None
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # noqa: ASYNC240
+            self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -117,7 +117,9 @@ class ControlServer:
     async def _iot_publish(self, request: dict[str, Any]) -> str:
         link = self._nucleus.link
         if not isinstance(link, LoopbackLink):
-            raise ControlError("iot publish injects into the loopback; with a broker, publish to the broker itself")
+            raise ControlError(
+                "iot publish injects into the loopback; with a broker, publish to the broker itself"
+            )
         payload = request.get("payload", "")
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         link.inject(IotMessage(topic=str(request["topic"]), payload=data, qos=int(request.get("qos", 1))))

@@ -93,6 +93,8 @@ class Deployer:
         self.deployed: dict[str, DeployedComponent] = {}
         self.history: list[DeploymentResult] = []
         self._lock = asyncio.Lock()
+        # One timestamp per deployment, for proposing and applying alike (as the nucleus stamps a merge).
+        self._timestamp = time.time()
 
     # ---- catalog --------------------------------------------------------------------------------------
 
@@ -115,7 +117,9 @@ class Deployer:
 
     # ---- interpolation ----------------------------------------------------------------------------------
 
-    def _context(self, recipe: Recipe, configuration: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> InterpolationContext:
+    def _context(
+        self, recipe: Recipe, configuration: Mapping[str, Any], recipes: Mapping[str, Recipe]
+    ) -> InterpolationContext:
         dependencies = {}
         for dep_name in recipe.dependencies:
             dep = recipes.get(dep_name)
@@ -180,9 +184,14 @@ class Deployer:
                 wanted = f"{name}={version}" if version else name
                 raise DeploymentError(f"no recipe for {wanted} in the recipe folder")
             target[name] = entry.recipe.version
-        recipes = {name: self._catalog[name][version].recipe for name, version in target.items()
-                   if version in self._catalog.get(name, {})}
-        recipes.update({name: d.recipe for name, d in self.deployed.items() if name in target and name not in recipes})
+        recipes = {
+            name: self._catalog[name][version].recipe
+            for name, version in target.items()
+            if version in self._catalog.get(name, {})
+        }
+        recipes.update(
+            {name: d.recipe for name, d in self.deployed.items() if name in target and name not in recipes}
+        )
         pending = list(recipes)
         while pending:
             recipe = recipes[pending.pop()]
@@ -191,7 +200,8 @@ class Deployer:
                 if present is not None:
                     if not satisfies(present.version, dep.version_requirement):
                         raise DeploymentError(
-                            f"{recipe.name} needs {dep.name} {dep.version_requirement}, but {present.version} is targeted"
+                            f"{recipe.name} needs {dep.name} {dep.version_requirement}, "
+                            f"but {present.version} is targeted"
                         )
                     continue
                 entry = self._newest(dep.name, dep.version_requirement)
@@ -199,38 +209,50 @@ class Deployer:
                     if dep.dependency_type is DependencyType.SOFT:
                         continue
                     raise DeploymentError(
-                        f"{recipe.name} depends on {dep.name} {dep.version_requirement}, and no local recipe satisfies it"
+                        f"{recipe.name} depends on {dep.name} {dep.version_requirement}, "
+                        "and no local recipe satisfies it"
                     )
                 recipes[dep.name] = entry.recipe
                 pending.append(dep.name)
         unknown = set(request.update_config) - set(recipes)
         if unknown:
-            raise DeploymentError(f"--update-config names components that are not in the deployment: {sorted(unknown)}")
+            raise DeploymentError(
+                f"--update-config names components that are not in the deployment: {sorted(unknown)}"
+            )
         return recipes
 
-    def _propose(self, request: DeploymentRequest, recipes: Mapping[str, Recipe]) -> dict[str, dict[str, Any]]:
+    def _propose(
+        self, request: DeploymentRequest, recipes: Mapping[str, Recipe]
+    ) -> dict[str, dict[str, Any]]:
         proposals: dict[str, dict[str, Any]] = {}
         for name, recipe in recipes.items():
-            update = request.update_config.get(name) or {}
+            update: object = request.update_config.get(name) or {}
             if not isinstance(update, Mapping) or set(update) - {"MERGE", "RESET"}:
                 raise DeploymentError(f"--update-config for {name} must be an object with MERGE and/or RESET")
             merge = update.get("MERGE")
             reset = update.get("RESET")
             if merge is not None and not isinstance(merge, Mapping):
                 raise DeploymentError(f"--update-config {name}.MERGE must be an object")
-            if reset is not None and (not isinstance(reset, list) or not all(isinstance(p, str) for p in reset)):
+            if reset is not None and (
+                not isinstance(reset, list) or not all(isinstance(p, str) for p in reset)
+            ):
                 raise DeploymentError(f"--update-config {name}.RESET must be a list of JSON pointers")
             current = self.deployed.get(name)
             if current is not None and current.recipe.version == recipe.version and not update:
                 continue
             proposals[name] = self._nucleus.config_store.propose(
-                name, defaults=dict(recipe.default_configuration), merge=merge, reset=reset
+                name,
+                defaults=dict(recipe.default_configuration),
+                merge=merge,
+                reset=reset,
+                timestamp=self._timestamp,
             )
             # Refuse a policy the nucleus would refuse before anything changes.
             Authorizer().set_component_policies(name, proposals[name].get("accessControl", {}))
         return proposals
 
     async def _deploy(self, deployment_id: str, request: DeploymentRequest) -> None:
+        self._timestamp = time.time()
         if request.recipe_dir is not None:
             self.add_recipes(request.recipe_dir, request.artifact_dir)
         recipes = self._resolve_targets(request)
@@ -244,10 +266,11 @@ class Deployer:
         await self._validate(deployment_id, proposals)
         for name in removed:
             await self._remove(name)
-        to_start = []
-        for name in _dependency_order(recipes):
-            if await self._apply(name, recipes, proposals.get(name)):
-                to_start.append(name)
+        to_start = [
+            name
+            for name in _dependency_order(recipes)
+            if await self._apply(name, recipes, proposals.get(name))
+        ]
         if to_start:
             await self._nucleus.lifecycle.start(to_start)
         self._nucleus.lifecycle_service.notify_post_update(deployment_id)
@@ -274,7 +297,13 @@ class Deployer:
             await asyncio.sleep(wait)
 
     async def _validate(self, deployment_id: str, proposals: Mapping[str, dict[str, Any]]) -> None:
-        to_check = {name: cfg for name, cfg in proposals.items() if name in self.deployed}
+        store = self._nucleus.config_store
+        # Only components whose configuration would really change are asked (the nucleus's willNodeChange).
+        to_check = {
+            name: cfg
+            for name, cfg in proposals.items()
+            if name in self.deployed and store.will_change(name, cfg, timestamp=self._timestamp)
+        }
         reports = await self._nucleus.config_service.validate(
             deployment_id, to_check, timeout=self._nucleus.options.validation_timeout
         )
@@ -302,7 +331,9 @@ class Deployer:
         current = self.deployed.get(name)
         version_changed = current is None or current.recipe.version != recipe.version
         entry = self._catalog.get(name, {}).get(recipe.version)
-        artifact_dir = entry.artifact_dir if entry is not None else (current.artifact_dir if current else None)
+        artifact_dir = (
+            entry.artifact_dir if entry is not None else (current.artifact_dir if current else None)
+        )
         if version_changed and recipe.artifacts:
             if artifact_dir is None:
                 raise DeploymentError(f"{recipe.ref} has artifacts but no artifact folder was given")
@@ -310,9 +341,9 @@ class Deployer:
         store = self._nucleus.config_store
         if proposal is not None:
             if name in store.components():
-                store.apply(name, proposal, timestamp=time.time())
+                store.apply(name, proposal, timestamp=self._timestamp)
             else:
-                store.set_component(name, proposal, timestamp=time.time())
+                store.set_component(name, proposal, timestamp=self._timestamp)
         configuration = self._config_or_empty(name)
         self._nucleus.authorizer.set_component_policies(name, configuration.get("accessControl", {}))
         context = self._context(recipe, configuration, recipes)
@@ -328,8 +359,11 @@ class Deployer:
             await self._nucleus.lifecycle.add(spec)
             return True
         if version_changed or spec.recipe.lifecycle != current.spec.recipe.lifecycle:
-            logger.info("deployment.restarting component=%s reason=%s", name,
-                        "version" if version_changed else "lifecycle")
+            logger.info(
+                "deployment.restarting component=%s reason=%s",
+                name,
+                "version" if version_changed else "lifecycle",
+            )
             await self._nucleus.lifecycle.replace(spec)
         return False
 
@@ -362,7 +396,7 @@ class Deployer:
 
 
 def _dependency_order(recipes: Mapping[str, Recipe]) -> list[str]:
-    """Dependencies first; ties by name so the order is stable. Cycles are the lifecycle manager's to refuse."""
+    """Dependencies first, ties by name so the order is stable; a cycle is a DeploymentError."""
     order: list[str] = []
     seen: set[str] = set()
 

@@ -236,7 +236,7 @@ class MqttBridge:
         elif not self._client_started:
             self._start_client()
 
-    async def publish(self, message: IotMessage, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - the interface
+    async def publish(self, message: IotMessage, *, timeout: float = 10.0) -> None:
         """Send one message; QoS 1 returns once the broker's PUBACK says it was accepted."""
         _check_qos(message.qos)
         client = self._require_connected(f"publish to {message.topic!r}")
@@ -262,7 +262,7 @@ class MqttBridge:
             puback = getattr(result, "puback", None)
             _check_reason(getattr(puback, "reason_code", None), what, getattr(puback, "reason_string", None))
 
-    async def subscribe(self, topic_filter: str, qos: int, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def subscribe(self, topic_filter: str, qos: int, *, timeout: float = 10.0) -> None:
         """Subscribe now when connected; remembered either way and restored after every reconnect."""
         _check_qos(qos)
         if not topic_filter:
@@ -288,7 +288,7 @@ class MqttBridge:
                 self._subscriptions[topic_filter] = previous
             raise
 
-    async def unsubscribe(self, topic_filter: str, *, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def unsubscribe(self, topic_filter: str, *, timeout: float = 10.0) -> None:
         """Forget a subscription, and unsubscribe now when connected."""
         if self._subscriptions.pop(topic_filter, None) is None or not self._link_up:
             return
@@ -519,7 +519,7 @@ class MqttBridge:
         self,
         submit: Callable[[], concurrent.futures.Future[Any]],
         what: str,
-        timeout: float,  # noqa: ASYNC109 - the callers' own bound, passed down
+        timeout: float,
     ) -> Any:
         """Submit one awscrt operation and await its completion on the loop, bounded by `timeout`."""
         loop = asyncio.get_running_loop()

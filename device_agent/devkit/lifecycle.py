@@ -307,7 +307,7 @@ class LifecycleManager:
         self,
         name: str,
         states: ComponentState | Iterable[ComponentState],
-        timeout: float | None,  # noqa: ASYNC109 - the nucleus's callers pass a plain number of seconds
+        timeout: float | None,
     ) -> ComponentState:
         """Wait until the component enters one of `states` (even briefly); TimeoutError after `timeout`."""
         component = self._get(name)

@@ -25,7 +25,7 @@ from typing import Any, Self
 from device_agent.devkit.authz import Authorizer
 from device_agent.devkit.configstore import ConfigStore
 from device_agent.devkit.control import ControlServer
-from device_agent.devkit.deployment import DeploymentRequest, DeploymentResult, Deployer
+from device_agent.devkit.deployment import Deployer, DeploymentRequest, DeploymentResult
 from device_agent.devkit.errors import DevkitError, LifecycleError
 from device_agent.devkit.ipc.server import Handler, IpcServer
 from device_agent.devkit.lifecycle import ComponentState, LifecycleManager
@@ -81,7 +81,9 @@ class Nucleus:
         self.thing_name = options.thing_name
         self._tokens: dict[str, str] = {}  # token -> component
         self._component_tokens: dict[str, str] = {}  # component -> token
-        self.authorizer = Authorizer(interpolate=self._interpolate_policy if options.interpolate_component_configuration else None)
+        self.authorizer = Authorizer(
+            interpolate=self._interpolate_policy if options.interpolate_component_configuration else None
+        )
         self.config_store = ConfigStore()
         self.lifecycle = LifecycleManager(
             on_state_change=self._on_state_change,
@@ -139,15 +141,26 @@ class Nucleus:
         await self.close()
 
     async def _start(self) -> None:
-        for directory in (self.root, self.logs_dir, self.root / "work", self.root / "packages", self.root / "config",
-                          self.root / "iot-core"):
+        if len(str(self.socket_path)) >= SUN_PATH_MAX:
+            msg = f"root path too long for a Unix socket (max {SUN_PATH_MAX - 1} bytes); use a shorter --root"
+            raise DevkitError(msg)
+        for directory in (
+            self.root,
+            self.logs_dir,
+            self.root / "work",
+            self.root / "packages",
+            self.root / "config",
+            self.root / "iot-core",
+        ):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._open_nucleus_log()
         self._exit_stack.callback(self._close_nucleus_log)
         saved = self.root / "config" / "config.json"
         if saved.exists():
             self.deployer.restore(saved)
-        self._server = IpcServer(str(self.socket_path), authenticate=self.authenticate, handlers=self._handlers())
+        self._server = IpcServer(
+            str(self.socket_path), authenticate=self.authenticate, handlers=self._handlers()
+        )
         await self._server.start()
         self._exit_stack.push_async_callback(self._server.close)
         self.control = ControlServer(self)
@@ -193,12 +206,13 @@ class Nucleus:
 
     def _open_nucleus_log(self) -> None:
         path = self.logs_dir / "greengrass.log"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
-        handler = logging.StreamHandler(stream)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600))  # owner-only
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
         handler.setFormatter(
-            logging.Formatter("%(asctime)s.%(msecs)03dZ [%(levelname)s] (%(threadName)s) %(name)s: %(message)s",
-                              datefmt="%Y-%m-%dT%H:%M:%S")
+            logging.Formatter(
+                "%(asctime)s.%(msecs)03dZ [%(levelname)s] (%(threadName)s) %(name)s: %(message)s",
+                datefmt="%Y-%m-%dT%H:%M:%S",
+            )
         )
         handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
         handler.setLevel(logging.INFO)
@@ -225,7 +239,9 @@ class Nucleus:
         if self.options.with_cli:
             handlers.update(CliService(self.authorizer, self).handlers())
         if self.options.secrets_file is not None:
-            handlers.update(SecretService(self.authorizer, load_secrets(self.options.secrets_file)).handlers())
+            handlers.update(
+                SecretService(self.authorizer, load_secrets(self.options.secrets_file)).handlers()
+            )
         return handlers
 
     def authenticate(self, token: str) -> str | None:
@@ -320,4 +336,3 @@ class Nucleus:
         logger.info("lifecycle.state_changed component=%s from=%s to=%s", name, old, new)
         for listener in list(self.state_listeners):
             listener(name, old, new)
-

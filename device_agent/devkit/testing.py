@@ -78,10 +78,17 @@ class VirtualDevice:
         if not isinstance(link, LoopbackLink):
             msg = "inject works with the loopback; with a broker, publish to the broker"
             raise DevkitError(msg)
-        data = payload if isinstance(payload, bytes) else (
-            payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        data = (
+            payload
+            if isinstance(payload, bytes)
+            else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
         )
         link.inject(IotMessage(topic=topic, payload=data, qos=qos))
+
+    def publish_local(self, topic: str, message: Any) -> int:
+        """Publish a JSON message on local pub/sub, as another component would; returns deliveries."""
+        event = {"jsonMessage": {"message": message, "context": {"topic": topic}}}
+        return self.nucleus.pubsub.deliver(topic, event, publisher=None)
 
     async def go_offline(self) -> None:
         await self.nucleus.set_offline(True)

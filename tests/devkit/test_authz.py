@@ -85,7 +85,7 @@ class JavaWildcardTrie:
             node._add(subject[1:], is_terminal=True)
         self._add(subject, is_terminal=True)
 
-    def _add(self, subject: str, *, is_terminal: bool) -> JavaWildcardTrie:  # noqa: PLR0912 (a port)
+    def _add(self, subject: str, *, is_terminal: bool) -> JavaWildcardTrie:
         if not subject:
             self.is_terminal |= is_terminal
             return self
@@ -159,7 +159,7 @@ class JavaWildcardTrie:
             return any(v.matches_standard(k) for k, v in matching.items())
         return False
 
-    def matches_mqtt(self, s: str | None) -> bool:  # noqa: C901, PLR0912 (a port)
+    def matches_mqtt(self, s: str | None) -> bool:
         if s is None:
             return True
         if (self.is_wildcard and self.is_terminal) or (self.is_terminal and not s):

@@ -7,6 +7,7 @@ tests (test_ipc_operations.py) show the client is happy, these show why.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,15 @@ from typing import Any
 import pytest
 
 from device_agent.devkit.ipc.errors import UnauthorizedError
-from device_agent.devkit.ipc.eventstream import PRELUDE_LENGTH, Frame, Header, HeaderType, decode_frame, decode_prelude, encode_frame
+from device_agent.devkit.ipc.eventstream import (
+    PRELUDE_LENGTH,
+    Frame,
+    Header,
+    HeaderType,
+    decode_frame,
+    decode_prelude,
+    encode_frame,
+)
 from device_agent.devkit.ipc.server import CallContext, IpcServer
 
 TOKEN = "GOODTOKEN1234567"
@@ -70,10 +79,8 @@ class RawClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass
 
 
 def assert_protocol_headers(frame: Frame) -> None:
@@ -91,7 +98,9 @@ async def server(tmp_path: Path):
         if request.get("topic") == "forbidden":
             raise UnauthorizedError("Principal test is not authorized")
         for stream in list(subscribers):
-            stream.send_event({"jsonMessage": {"message": request["publishMessage"]["jsonMessage"]["message"]}})
+            stream.send_event(
+                {"jsonMessage": {"message": request["publishMessage"]["jsonMessage"]["message"]}}
+            )
         return {}
 
     async def subscribe(ctx: CallContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +168,9 @@ async def test_anything_before_connect_is_a_protocol_error(client):
 
 async def test_non_streaming_response_carries_terminate_and_content_type(client):
     await client.connect()
-    await client.send(request_frame(1, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}}))
+    await client.send(
+        request_frame(1, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}})
+    )
     response = await client.read()
     assert_protocol_headers(response)
     assert response.int32(":stream-id") == 1
@@ -221,7 +232,9 @@ async def test_unknown_operation_gets_untyped_terminating_error(client):
     assert error.int32(":message-flags") == TERMINATE
     assert error.string("service-model-type") is None
     # The connection survives: the next stream works.
-    await client.send(request_frame(2, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}}))
+    await client.send(
+        request_frame(2, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}})
+    )
     assert (await client.read()).int32(":stream-id") == 2
 
 
@@ -231,7 +244,9 @@ async def test_duplicate_and_late_terminates_are_ignored(client):
     await client.read()
     for _ in range(2):  # the real client sends TERMINATE twice after an error
         await client.send(encode_frame(proto(APP, TERMINATE, 1)))
-    await client.send(request_frame(2, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}}))
+    await client.send(
+        request_frame(2, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}})
+    )
     response = await client.read()
     assert response.int32(":stream-id") == 2
     assert response.string("service-model-type") == "aws.greengrass#PublishToTopicResponse"
@@ -244,7 +259,9 @@ async def test_client_terminate_drops_the_subscription(client, server):
     await client.read()  # the early event
     assert len(server.subscribers) == 1
     await client.send(encode_frame(proto(APP, TERMINATE, 1)))
-    await client.send(request_frame(2, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}}))
+    await client.send(
+        request_frame(2, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": 1}}})
+    )
     response = await client.read()
     assert response.int32(":stream-id") == 2  # no event for the closed stream came first
     assert server.subscribers == []
@@ -316,7 +333,9 @@ async def test_many_concurrent_streams_and_events_never_interleave_bytes(client,
     await client.read()
     await client.read()
     requests = b"".join(
-        request_frame(i, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": "x" * 500}}})
+        request_frame(
+            i, "PublishToTopic", {"topic": "t", "publishMessage": {"jsonMessage": {"message": "x" * 500}}}
+        )
         for i in range(2, 202)
     )
     await client.send(requests)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 from awsiot.greengrasscoreipc import model
 
@@ -12,9 +13,18 @@ from device_agent.devkit.ipc.operations import OPERATIONS
 def sdk_operations() -> dict[str, tuple[str, str | None]]:
     found = {}
     for name, cls in vars(model).items():
-        if name.startswith("_") and name.endswith("Operation") and inspect.isclass(cls) and hasattr(cls, "_model_name"):
-            stream = cls._response_stream_type()
-            found[cls._model_name()] = (cls._response_type()._model_name(), stream._model_name() if stream else None)
+        if (
+            name.startswith("_")
+            and name.endswith("Operation")
+            and inspect.isclass(cls)
+            and hasattr(cls, "_model_name")
+        ):
+            operation: Any = cls
+            stream = operation._response_stream_type()
+            found[operation._model_name()] = (
+                operation._response_type()._model_name(),
+                stream._model_name() if stream else None,
+            )
     return found
 
 

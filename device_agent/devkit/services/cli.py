@@ -68,7 +68,9 @@ class CliService:
         for info in self._control.component_infos():
             if info.name == name:
                 return info
-        raise ResourceNotFoundError(f"Component {name} not found", resource_type="Component", resource_name=name)
+        raise ResourceNotFoundError(
+            f"Component {name} not found", resource_type="Component", resource_name=name
+        )
 
     async def list_components(self, ctx: CallContext, _request: dict[str, Any]) -> dict[str, Any]:
         self._check(ctx, "*")

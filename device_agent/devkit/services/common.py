@@ -10,7 +10,9 @@ from device_agent.devkit.ipc.errors import InvalidArgumentsError, UnauthorizedEr
 
 
 class Authorizing(Protocol):
-    def is_authorized(self, *, destination: str, principal: str, operation: str, resource: str | None) -> bool: ...
+    def is_authorized(
+        self, *, destination: str, principal: str, operation: str, resource: str | None
+    ) -> bool: ...
 
 
 def authorize(
@@ -28,7 +30,8 @@ def authorize(
     ):
         raise UnauthorizedError(
             message
-            or f"Principal {component} is not authorized to perform {destination}:{operation} on resource {resource}"
+            or f"Principal {component} is not authorized to perform "
+            f"{destination}:{operation} on resource {resource}"
         )
 
 

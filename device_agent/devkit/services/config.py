@@ -57,11 +57,10 @@ class ConfigService:
         component = optional_str(request, "componentName") or ctx.component
         path = key_path(request)
         try:
-            value = self._store.get(component, path)
+            # A leaf comes back as {leafName: value}, and `_`-prefixed keys stay hidden, as on the nucleus.
+            value = self._store.get_for_ipc(component, path)
         except ConfigKeyNotFoundError as exc:
             raise ResourceNotFoundError("Key not found", resource_type="Configuration") from exc
-        if path and not isinstance(value, dict):
-            value = {path[-1]: value}  # a leaf comes back as {leafName: value}, as the nucleus sends it
         return {"componentName": component, "value": value}
 
     async def update_configuration(self, ctx: CallContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +74,7 @@ class ConfigService:
             raise InvalidArgumentsError("ValueToMerge is required")
         path = key_path(request)
         if not isinstance(value, dict):
-            # The SDK models valueToMerge as a document; a bare value updates the leaf named by keyPath.
-            if not path:
-                raise InvalidArgumentsError("ValueToMerge must be an object when keyPath is empty")
-            value = {path[-1]: value}
-            path = path[:-1]
+            raise InvalidArgumentsError("ValueToMerge must be an object")
         try:
             self._store.update_from_ipc(ctx.component, path, value, float(timestamp))
         except InvalidUpdateError as exc:
@@ -90,7 +85,9 @@ class ConfigService:
             raise ResourceNotFoundError(str(exc), resource_type="Configuration") from exc
         return {}
 
-    async def subscribe_to_configuration_update(self, ctx: CallContext, request: dict[str, Any]) -> dict[str, Any]:
+    async def subscribe_to_configuration_update(
+        self, ctx: CallContext, request: dict[str, Any]
+    ) -> dict[str, Any]:
         component = optional_str(request, "componentName") or ctx.component
         path = key_path(request)
         stream = ctx.stream
@@ -121,13 +118,17 @@ class ConfigService:
         stream.on_close(forget)
         return {}
 
-    async def send_configuration_validity_report(self, ctx: CallContext, request: dict[str, Any]) -> dict[str, Any]:
+    async def send_configuration_validity_report(
+        self, ctx: CallContext, request: dict[str, Any]
+    ) -> dict[str, Any]:
         report = request.get("configurationValidityReport")
         if not isinstance(report, dict):
             raise InvalidArgumentsError("configurationValidityReport is required")
         deployment_id = report.get("deploymentId")
         if not isinstance(deployment_id, str) or not deployment_id:
-            raise InvalidArgumentsError("Cannot accept configuration validity report, the deployment ID provided was null")
+            raise InvalidArgumentsError(
+                "Cannot accept configuration validity report, the deployment ID provided was null"
+            )
         status = report.get("status")
         if status not in ("ACCEPTED", "REJECTED"):
             raise InvalidArgumentsError(f"Invalid status {status}")
@@ -135,7 +136,9 @@ class ConfigService:
         if future is None or future.done():
             raise InvalidArgumentsError("Validation request either timed out or was never made")
         message = report.get("message")
-        future.set_result(ValidityReport(ctx.component, status == "ACCEPTED", message if isinstance(message, str) else ""))
+        future.set_result(
+            ValidityReport(ctx.component, status == "ACCEPTED", message if isinstance(message, str) else "")
+        )
         return {}
 
     def has_validator(self, component: str) -> bool:
@@ -155,7 +158,12 @@ class ConfigService:
             if stream is None:
                 continue
             futures[component] = loop.create_future()
-            event = {"validateConfigurationUpdateEvent": {"deploymentId": deployment_id, "configuration": configuration}}
+            event = {
+                "validateConfigurationUpdateEvent": {
+                    "deploymentId": deployment_id,
+                    "configuration": configuration,
+                }
+            }
             stream.send_event(event)
         if not futures:
             return []

@@ -177,7 +177,9 @@ class IotCoreService:
     def _spool_message(self, component: str, message: IotMessage) -> None:
         size = len(message.payload)
         if size >= self._max_message_bytes:
-            raise ServiceError(f"Publish to IoT Core failed: payload of {size} bytes exceeds the maximum message size")
+            raise ServiceError(
+                f"Publish to IoT Core failed: payload of {size} bytes exceeds the maximum message size"
+            )
         if not self.online and message.qos == 0 and not self._keep_qos0:
             raise ServiceError("Publish to IoT Core failed: Device is offline. Dropping QoS 0 message.")
         if self._spool_bytes + size > self._spool_max_bytes:
@@ -225,15 +227,21 @@ class IotCoreService:
         if self._filter_refs[subscription.topic_filter] <= 0:
             del self._filter_refs[subscription.topic_filter]
             if self._link is not None:
-                task = asyncio.get_running_loop().create_task(self._link.unsubscribe(subscription.topic_filter))
+                task = asyncio.get_running_loop().create_task(
+                    self._link.unsubscribe(subscription.topic_filter)
+                )
                 task.add_done_callback(_log_failure)
 
-    async def subscribe_to_connection_status(self, ctx: CallContext, _request: dict[str, Any]) -> dict[str, Any]:
+    async def subscribe_to_connection_status(
+        self, ctx: CallContext, _request: dict[str, Any]
+    ) -> dict[str, Any]:
         stream = ctx.stream
         self._status_streams.add(stream)
         stream.on_close(lambda: self._status_streams.discard(stream))
         # The current status as the first event, so a component never has to guess (held until the response).
-        stream.send_event({"connectionStatusEvent": {"status": "CONNECTED" if self.online else "DISCONNECTED"}})
+        stream.send_event(
+            {"connectionStatusEvent": {"status": "CONNECTED" if self.online else "DISCONNECTED"}}
+        )
         return {}
 
     # ---- draining the spool ----------------------------------------------------------------------------
@@ -287,7 +295,7 @@ class LoopbackLink:
     def connected(self) -> bool:
         return self._started and not self._offline
 
-    async def start(self, *, wait_connected: float | None = 10.0) -> None:  # noqa: ARG002 - same shape as the bridge
+    async def start(self, *, wait_connected: float | None = 10.0) -> None:  # noqa: ARG002 - the bridge's shape
         self._started = True
         self._service.on_connection_change(self.connected)
 
@@ -295,7 +303,7 @@ class LoopbackLink:
         was = self.connected
         self._started = False
         if was:
-            self._service.on_connection_change(False)
+            self._service.on_connection_change(connected=False)
 
     async def publish(self, message: IotMessage, *, timeout: float = 10.0) -> None:  # noqa: ARG002
         if not self.connected:
@@ -344,7 +352,11 @@ def _message_from_request(topic: str, qos: int, payload: bytes, request: dict[st
         raise InvalidArgumentsError("userProperties must be a list")
     pairs = []
     for item in properties:
-        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("key"), str)
+            or not isinstance(item.get("value"), str)
+        ):
             raise InvalidArgumentsError("userProperties entries need a string key and value")
         pairs.append((item["key"], item["value"]))
     correlation = request.get("correlationData")
@@ -381,4 +393,3 @@ def _mqtt_message_payload(message: IotMessage) -> dict[str, Any]:
     if message.content_type is not None:
         body["contentType"] = message.content_type
     return body
-

@@ -52,10 +52,14 @@ class LifecycleService:
         try:
             self._report_state(ctx.component, state)
         except LifecycleError as exc:
-            raise ResourceNotFoundError(str(exc), resource_type="Component", resource_name=ctx.component) from exc
+            raise ResourceNotFoundError(
+                str(exc), resource_type="Component", resource_name=ctx.component
+            ) from exc
         return {}
 
-    async def subscribe_to_component_updates(self, ctx: CallContext, _request: dict[str, Any]) -> dict[str, Any]:
+    async def subscribe_to_component_updates(
+        self, ctx: CallContext, _request: dict[str, Any]
+    ) -> dict[str, Any]:
         streams = self._update_streams.setdefault(ctx.component, set())
         stream = ctx.stream
         streams.add(stream)

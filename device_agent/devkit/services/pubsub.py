@@ -50,7 +50,13 @@ class PubSubService:
             validate_topic_name(topic)
         except ValueError as exc:
             raise InvalidArgumentsError(f"Publish topic must not contain a wildcard: {exc}") from exc
-        authorize(self._authorizer, component=ctx.component, destination=DESTINATION, operation=PUBLISH, resource=topic)
+        authorize(
+            self._authorizer,
+            component=ctx.component,
+            destination=DESTINATION,
+            operation=PUBLISH,
+            resource=topic,
+        )
         event = self._event_for(request.get("publishMessage"), topic)
         self.deliver(topic, event, publisher=ctx.component)
         return {}
@@ -72,7 +78,9 @@ class PubSubService:
         json_message = message.get("jsonMessage")
         binary_message = message.get("binaryMessage")
         if (json_message is None) == (binary_message is None):
-            raise InvalidArgumentsError("publishMessage must set exactly one of jsonMessage and binaryMessage")
+            raise InvalidArgumentsError(
+                "publishMessage must set exactly one of jsonMessage and binaryMessage"
+            )
         if json_message is not None:
             if not isinstance(json_message, dict):
                 raise InvalidArgumentsError("jsonMessage must be an object")
@@ -80,7 +88,9 @@ class PubSubService:
         if not isinstance(binary_message, dict):
             raise InvalidArgumentsError("binaryMessage must be an object")
         payload = binary_message.get("message", "")
-        decode_blob(payload, "binaryMessage.message")  # reject bad base64 at the publisher, not the subscriber
+        decode_blob(
+            payload, "binaryMessage.message"
+        )  # reject bad base64 at the publisher, not the subscriber
         return {"binaryMessage": {"message": payload, "context": {"topic": topic}}}
 
     async def subscribe_to_topic(self, ctx: CallContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +102,11 @@ class PubSubService:
         except ValueError as exc:
             raise InvalidArgumentsError(f"Invalid topic filter: {exc}") from exc
         authorize(
-            self._authorizer, component=ctx.component, destination=DESTINATION, operation=SUBSCRIBE, resource=topic
+            self._authorizer,
+            component=ctx.component,
+            destination=DESTINATION,
+            operation=SUBSCRIBE,
+            resource=topic,
         )
         mode = optional_str(request, "receiveMode")
         if mode not in (None, RECEIVE_ALL, RECEIVE_FROM_OTHERS):
@@ -101,6 +115,10 @@ class PubSubService:
             mode = RECEIVE_FROM_OTHERS if ("+" in topic or "#" in topic) else RECEIVE_ALL
         subscription = _Subscription(ctx.component, ctx.stream, mode == RECEIVE_FROM_OTHERS)
         self._subscriptions.add(topic, subscription)
-        ctx.stream.on_close(lambda: self._subscriptions.remove(topic, subscription))
+
+        def unsubscribe() -> None:
+            self._subscriptions.remove(topic, subscription)
+
+        ctx.stream.on_close(unsubscribe)
         logger.debug("pubsub.subscribed component=%s topic=%s mode=%s", ctx.component, topic, mode)
         return {}

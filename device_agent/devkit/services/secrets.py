@@ -95,7 +95,11 @@ class SecretService:
             raise InvalidArgumentsError("Only one of versionId and versionStage may be given")
         secret = self._find(secret_id, version_id, stage or ("AWSCURRENT" if not version_id else None))
         authorize(
-            self._authorizer, component=ctx.component, destination=DESTINATION, operation=OPERATION, resource=secret.arn
+            self._authorizer,
+            component=ctx.component,
+            destination=DESTINATION,
+            operation=OPERATION,
+            resource=secret.arn,
         )
         return {
             "secretId": secret.arn,

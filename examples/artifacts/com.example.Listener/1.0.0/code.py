@@ -25,7 +25,9 @@ def main() -> None:
         )
 
     ipc_client.subscribe_to_topic(topic="example/counter", on_stream_event=on_counter)
-    ipc_client.subscribe_to_iot_core(topic_name=f"cmd/example/{thing}/ping", qos=QOS.AT_LEAST_ONCE, on_stream_event=on_ping)
+    ipc_client.subscribe_to_iot_core(
+        topic_name=f"cmd/example/{thing}/ping", qos=QOS.AT_LEAST_ONCE, on_stream_event=on_ping
+    )
     ipc_client.update_state(state="RUNNING")
     print("listening", flush=True)
     threading.Event().wait()

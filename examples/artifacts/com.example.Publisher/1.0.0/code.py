@@ -6,7 +6,7 @@ import sys
 import time
 
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-from awsiot.greengrasscoreipc.model import JsonMessage, PublishMessage, QOS
+from awsiot.greengrasscoreipc.model import QOS, JsonMessage, PublishMessage
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     ipc_client = GreengrassCoreIPCClientV2()
     config = ipc_client.get_configuration().value
     updates = []
-    ipc_client.subscribe_to_configuration_update(on_stream_event=lambda event: updates.append(event))
+    ipc_client.subscribe_to_configuration_update(on_stream_event=updates.append)
     ipc_client.update_state(state="RUNNING")
     count = 0
     while True:
@@ -25,10 +25,13 @@ def main() -> None:
         count += 1
         message = {"count": count, "thing": thing, "time": time.time()}
         ipc_client.publish_to_topic(
-            topic=config["localTopic"], publish_message=PublishMessage(json_message=JsonMessage(message=message))
+            topic=config["localTopic"],
+            publish_message=PublishMessage(json_message=JsonMessage(message=message)),
         )
         ipc_client.publish_to_iot_core(
-            topic_name=f"dt/example/{thing}/counter", qos=QOS.AT_LEAST_ONCE, payload=json.dumps(message).encode()
+            topic_name=f"dt/example/{thing}/counter",
+            qos=QOS.AT_LEAST_ONCE,
+            payload=json.dumps(message).encode(),
         )
         print(f"published count={count}", flush=True)
         time.sleep(float(config["intervalSeconds"]))
