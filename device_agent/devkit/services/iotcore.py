@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from device_agent.devkit.errors import IotBridgeError
-from device_agent.devkit.iot_bridge import IotMessage
+from device_agent.devkit.iot_bridge import AckRefusedError, IotMessage
 from device_agent.devkit.ipc.errors import InvalidArgumentsError, ServiceError
 from device_agent.devkit.ipc.server import CallContext, Handler, ServerStream
 from device_agent.devkit.services.common import Authorizing, authorize, decode_blob, encode_blob, optional_str
@@ -113,6 +113,7 @@ class IotCoreService:
         self._status_streams: set[ServerStream] = set()
         self._link: IotLink | None = None
         self.published: list[PublishedRecord] = []
+        self.refused = 0  # messages the broker refused (dropped after a negative acknowledgement)
         # Observers of what reached the cloud side (tests, the status line); called on the loop.
         self.listeners: list[Callable[[PublishedRecord], None]] = []
 
@@ -255,14 +256,26 @@ class IotCoreService:
                 item = self._spool[0]
                 try:
                     await self._link.publish(item.message)
+                except AckRefusedError as exc:
+                    # The broker answered and said no (e.g. NOT_AUTHORIZED by its policy): retrying cannot
+                    # help, and holding the head would block every later message. Drop it, as IoT Core would.
+                    logger.warning(
+                        "iotcore.publish_refused topic=%s reason=%s", item.message.topic, exc.reason_name
+                    )
+                    self._pop(item)
+                    self.refused += 1
+                    continue
                 except IotBridgeError as exc:
                     logger.warning("iotcore.publish_failed topic=%s error=%s", item.message.topic, exc)
                     await asyncio.sleep(0.5)  # the link reconnects by itself; retry the head
                     continue
-                if self._spool and self._spool[0] is item:
-                    self._spool.popleft()
-                    self._spool_bytes -= item.size
+                self._pop(item)
                 self._record(item)
+
+    def _pop(self, item: _Spooled) -> None:
+        if self._spool and self._spool[0] is item:
+            self._spool.popleft()
+            self._spool_bytes -= item.size
 
     def _record(self, item: _Spooled) -> None:
         record = PublishedRecord(
