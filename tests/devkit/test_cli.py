@@ -82,13 +82,17 @@ def test_gg_virtual_runs_examples_and_answers_commands(short_root):
         assert "com.example.Listener" in out
         wait_for(lambda: any(r["topic"] == "dt/example/dev-1/counter" for r in published(root)), "a counter")
 
-        # A cloud-to-device ping reaches the listener, which answers on its own topic.
-        assert gg(root, "iot", "publish", "cmd/example/dev-1/ping", '{"ping": 42}').returncode == 0
-        pong = wait_for(
-            lambda: [r for r in published(root) if r["topic"] == "dt/example/dev-1/pong"], "the pong"
-        )
-        assert pong[0]["payload"]["pong"] == 42
-        assert pong[0]["payload"]["lastCountHeard"] >= 1
+        # A cloud-to-device ping reaches the listener, which answers on its own topic with the last counter it
+        # heard on local pub/sub (it starts after the publisher, so ask until it has heard one).
+        def pong_after_a_counter() -> dict[str, Any] | None:
+            assert gg(root, "iot", "publish", "cmd/example/dev-1/ping", '{"ping": 42}').returncode == 0
+            time.sleep(0.5)
+            pongs = [r["payload"] for r in published(root) if r["topic"] == "dt/example/dev-1/pong"]
+            heard = [p for p in pongs if p["lastCountHeard"] >= 1]
+            return heard[0] if heard else None
+
+        pong = wait_for(pong_after_a_counter, "a pong from a listener that heard the counter")
+        assert pong["pong"] == 42
 
         # Offline: QoS 1 publishes are spooled, then delivered when back online.
         assert gg(root, "iot", "offline").stdout.strip() == "offline"
