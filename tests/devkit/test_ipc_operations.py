@@ -233,12 +233,23 @@ async def test_cli_operations_with_greengrass_cli(tmp_path, start_device):
             {"op": "restart_component", "args": {"component": "com.test.Target"}},
             {"op": "get_component_details", "args": {"component": "com.test.Nope"}},
             {"op": "stop_component", "args": {"component": "com.test.Operator"}},
+            {"op": "sleep", "args": {"seconds": 1}},
+            {"op": "stop_component", "args": {"component": "com.test.Target"}},
         ],
-        access_control=grant(
-            "aws.greengrass.Cli",
-            ["ListComponents", "GetComponentDetails", "RestartComponent"],
-            ["*"],
-        ),
+        access_control={
+            "aws.greengrass.Cli": {
+                "operator": {
+                    "operations": [
+                        "aws.greengrass#ListComponents",
+                        "aws.greengrass#GetComponentDetails",
+                        "aws.greengrass#RestartComponent",
+                    ],
+                    "resources": ["*"],
+                },
+                # StopComponent only for the target: the resource is the component's name.
+                "stopper": {"operations": ["aws.greengrass#StopComponent"], "resources": ["com.test.Target"]},
+            }
+        },
     )
     async with start_device(tmp_path, with_cli=True) as device:
         results = await probe_results(device, "com.test.Operator")
@@ -246,9 +257,10 @@ async def test_cli_operations_with_greengrass_cli(tmp_path, start_device):
         assert results[2]["result"] == {"name": "com.test.Target", "version": "1.0.0", "state": "RUNNING"}
         assert results[3]["result"] == "SUCCEEDED"
         assert results[4]["error"] == "ResourceNotFoundError"
-        assert results[5]["error"] == "UnauthorizedError"  # StopComponent was not granted
-        await device.wait_for_state("com.test.Target", ComponentState.RUNNING)
-        assert device.log().count("component=com.test.Target from=STARTING to=RUNNING") >= 2
+        assert results[5]["error"] == "UnauthorizedError"  # StopComponent is granted for the target only
+        assert results[7]["result"] == "SUCCEEDED"
+        assert device.state("com.test.Target") is ComponentState.FINISHED
+        assert device.log().count("component=com.test.Target from=STARTING to=RUNNING") == 2
 
 
 async def test_secrets_are_authorized_by_arn(tmp_path, start_device):

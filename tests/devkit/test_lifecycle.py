@@ -92,6 +92,13 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 def gone(pid: int) -> bool:
     try:
         status: str = psutil.Process(pid).status()
@@ -326,7 +333,7 @@ async def test_timeouts(tmp_path: Path, recorder: Recorder) -> None:
     async with LifecycleManager(on_state_change=recorder, grace_period=GRACE, step_timeouts=timeouts) as lm:
         await lm.add(spec(tmp_path, "startup", {StepName.STARTUP: "sleep 30"}))
         await lm.add(spec(tmp_path, "install", {StepName.INSTALL: "sleep 30"}))
-        await lm.add(spec(tmp_path, "run", {StepName.RUN: step("echo x >> runs; sleep 30", timeout=0.3)}))
+        await lm.add(spec(tmp_path, "run", {StepName.RUN: step("echo x >> runs; sleep 30", timeout=1.0)}))
         await lm.start()
         await lm.wait_for_state("startup", S.ERRORED, 5)
         await lm.wait_for_state("install", S.ERRORED, 5)
@@ -334,7 +341,7 @@ async def test_timeouts(tmp_path: Path, recorder: Recorder) -> None:
         assert recorder.path("startup")[:3] == [S.INSTALLED, S.STARTING, S.ERRORED]
         assert recorder.path("install")[:1] == [S.ERRORED]
         assert recorder.path("run")[:4] == [S.INSTALLED, S.STARTING, S.RUNNING, S.ERRORED]
-        await lm.wait_for_state("run", S.BROKEN, 10)
+        await lm.wait_for_state("run", S.BROKEN, 15)
         assert len(lines(work(tmp_path, "run") / "runs")) == 3
 
 
@@ -410,7 +417,7 @@ async def test_dependent_restarted_when_dependency_restarts(
     await manager.restart("dep")
     await eventually(lambda: recorder.entries("app", S.RUNNING) == 2 and manager.state("dep") == S.RUNNING)
     assert recorder.entries("app", S.STOPPING) == 1
-    assert len(lines(work(tmp_path, "app") / "runs")) == 2
+    await until(lambda: len(lines(work(tmp_path, "app") / "runs")) == 2)
 
 
 async def test_dependency_cycle_is_refused(tmp_path: Path, manager: LifecycleManager) -> None:
@@ -534,12 +541,16 @@ async def test_stopped_component_stays_stopped_until_started(
     await manager.add(spec(tmp_path, "c", {StepName.RUN: "echo x >> runs; sleep 30"}))
     await manager.start()
     await manager.wait_for_state("c", S.RUNNING, 5)
+    runs = work(tmp_path, "c") / "runs"
+    # RUNNING is reported when the process spawns, before the script has run a line: wait for the file.
+    await until(lambda: runs.exists() and len(lines(runs)) == 1)
     await manager.stop("c")
     await asyncio.sleep(0.3)
     assert manager.state("c") == S.FINISHED
+    assert len(lines(runs)) == 1
     await manager.restart("c")
     await manager.wait_for_state("c", S.RUNNING, 5)
-    assert len(lines(work(tmp_path, "c") / "runs")) == 2
+    await until(lambda: len(lines(runs)) == 2)
 
 
 async def test_wait_for_state_times_out(tmp_path: Path, manager: LifecycleManager) -> None:

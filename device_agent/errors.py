@@ -1,0 +1,89 @@
+"""The exception tree of the on-device library. Families are chosen by what the caller can do about them.
+
+    DeviceAgentError                      catch-all root
+    ├── NotAuthorizedError                the nucleus refused: the recipe does not grant it (fix the recipe)
+    ├── InvalidInputError                 the request or document is wrong (fix the input; never retry)
+    │   └── ConfigurationError            a configuration value is invalid; `.key_path` names it
+    ├── NotFoundError                     the thing asked for does not exist
+    ├── UnavailableError                  a peer is not reachable now (retry later, with backoff)
+    │   └── ConnectionLostError           the IPC connection closed under a call
+    ├── TimedOutError (also TimeoutError) no answer in time (retry, or give up)
+    ├── StorageError (also OSError)       durable file I/O failed: ENOSPC, fsync, permissions
+    │   └── UnsafeFileError               a path is a symlink, has the wrong owner or loose permissions
+    └── IntegrityError                    data failed an integrity check: never trust it
+
+Foreign errors (the SDK's, the OS's) are translated at the boundary with the cause chained, and no message
+carries a token, key or private value: messages name keys, paths and operations, never values that could be
+secret.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class DeviceAgentError(Exception):
+    """Root of every error the library raises on purpose."""
+
+
+class NotAuthorizedError(DeviceAgentError):
+    pass
+
+
+class InvalidInputError(DeviceAgentError):
+    pass
+
+
+class ConfigurationError(InvalidInputError):
+    """An invalid configuration value. `key_path` is the path from the configuration root, e.g. ("a", "b")."""
+
+    def __init__(self, key_path: tuple[str | int, ...], expected: str) -> None:
+        self.key_path = key_path
+        self.expected = expected
+        super().__init__(f"{format_key_path(key_path)}: {expected}")
+
+
+class NotFoundError(DeviceAgentError):
+    pass
+
+
+class UnavailableError(DeviceAgentError):
+    pass
+
+
+class ConnectionLostError(UnavailableError):
+    pass
+
+
+class TimedOutError(DeviceAgentError, TimeoutError):
+    pass
+
+
+class StorageError(DeviceAgentError, OSError):
+    """A durable file operation failed. `errno` is kept when the OS gave one (e.g. ENOSPC)."""
+
+    def __init__(self, message: str, *, errno_value: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_value
+
+    @property
+    def no_space(self) -> bool:
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class UnsafeFileError(StorageError):
+    pass
+
+
+class IntegrityError(DeviceAgentError):
+    pass
+
+
+def format_key_path(key_path: tuple[str | int, ...]) -> str:
+    """`("a", 0, "b")` → `a[0].b`; the root is `<root>`."""
+    if not key_path:
+        return "<root>"
+    text = ""
+    for part in key_path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
