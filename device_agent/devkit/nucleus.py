@@ -103,6 +103,7 @@ class Nucleus:
         self.deployer = Deployer(self)
         self.link: IotLink = LoopbackLink(self.iot)
         self._server: IpcServer | None = None
+        self._ipc_handlers: dict[str, Handler] = {}
         self._spooler: asyncio.Task[None] | None = None
         self._exit_stack = contextlib.AsyncExitStack()
         self._log_handler: logging.Handler | None = None
@@ -158,11 +159,12 @@ class Nucleus:
         saved = self.root / "config" / "config.json"
         if saved.exists():
             self.deployer.restore(saved)
+        self._ipc_handlers = self._handlers()
         self._server = IpcServer(
-            str(self.socket_path), authenticate=self.authenticate, handlers=self._handlers()
+            str(self.socket_path), authenticate=self.authenticate, handlers=self._ipc_handlers
         )
         await self._server.start()
-        self._exit_stack.push_async_callback(self._server.close)
+        self._exit_stack.push_async_callback(self._close_ipc)
         self.control = ControlServer(self)
         await self.control.start()
         self._exit_stack.push_async_callback(self.control.close)
@@ -191,6 +193,29 @@ class Nucleus:
             on_message=self.iot.on_cloud_message,
             on_connection_change=self.iot.on_connection_change,
         )
+
+    async def _close_ipc(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+
+    async def restart_ipc(self, downtime: float = 1.0) -> None:
+        """Drop every IPC connection and stop listening for `downtime` seconds, then listen again.
+
+        What a component sees when the nucleus restarts: its connection closes, its streams end, and the
+        socket refuses connections for a while. Component processes keep running and their tokens stay
+        valid, so a well-written component reconnects and re-subscribes by itself.
+        """
+        if self._server is None:
+            msg = "the nucleus is not running"
+            raise DevkitError(msg)
+        logger.info("nucleus.ipc_restarting downtime_s=%.1f", downtime)
+        await self._server.close()
+        await asyncio.sleep(downtime)
+        self._server = IpcServer(
+            str(self.socket_path), authenticate=self.authenticate, handlers=self._ipc_handlers
+        )
+        await self._server.start()
+        logger.info("nucleus.ipc_restarted")
 
     async def _stop_spooler(self) -> None:
         if self._spooler is not None:

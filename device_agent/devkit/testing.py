@@ -90,6 +90,10 @@ class VirtualDevice:
         event = {"jsonMessage": {"message": message, "context": {"topic": topic}}}
         return self.nucleus.pubsub.deliver(topic, event, publisher=None)
 
+    async def restart_ipc(self, downtime: float = 1.0) -> None:
+        """As a nucleus restart looks to components: connections drop, the socket is away for a while."""
+        await self.nucleus.restart_ipc(downtime)
+
     async def go_offline(self) -> None:
         await self.nucleus.set_offline(True)
 
