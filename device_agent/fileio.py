@@ -211,8 +211,11 @@ class FaultyFileIO:
         if self.crashed:  # the kernel closes a dead process's descriptors; keep the test from leaking them
             self._inner.close(fd)
             return
-        self._enter("close", name)
-        self._inner.close(fd)
+        try:
+            self._enter("close", name)
+        finally:
+            # Linux releases the descriptor even when close(2) reports an error; so does a failed close here.
+            self._inner.close(fd)
         self._leave("close", name)
 
     def read(self, fd: int, size: int) -> bytes:
