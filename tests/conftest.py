@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
+from device_agent import retry
 from device_agent.devkit.testing import VirtualDevice, virtual_device
+
+
+@pytest.fixture(autouse=True)
+def _reset_retry_test_mode() -> Any:
+    """Retry test mode is global state: every test starts and ends with it off."""
+    retry.reset_testing()
+    yield
+    retry.reset_testing()
 
 
 @pytest.fixture

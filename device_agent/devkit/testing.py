@@ -15,7 +15,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,42 @@ from device_agent.devkit.services.iotcore import LoopbackLink, PublishedRecord
 from device_agent.devkit.topics import topic_matches
 
 
+@dataclass(frozen=True)
+class LocalRecord:
+    """A message seen on local pub/sub: topic, publishing component (None: the test) and JSON payload."""
+
+    topic: str
+    publisher: str | None
+    message: Any
+    time: float
+
+
 @dataclass
 class VirtualDevice:
     nucleus: Nucleus
+    local: list[LocalRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.nucleus.pubsub.listeners.append(self._record_local)
+
+    def _record_local(self, topic: str, event: dict[str, Any], publisher: str | None) -> None:
+        json_message = event.get("jsonMessage")
+        message = json_message.get("message") if isinstance(json_message, dict) else None
+        self.local.append(LocalRecord(topic, publisher, message, time.monotonic()))
+
+    def local_messages(self, topic_filter: str = "#") -> list[LocalRecord]:
+        return [r for r in self.local if topic_matches(topic_filter, r.topic)]
+
+    async def wait_for_local(
+        self, topic_filter: str = "#", *, count: int = 1, timeout: float = 30.0
+    ) -> list[LocalRecord]:
+        deadline = time.monotonic() + timeout
+        while len(found := self.local_messages(topic_filter)) < count:
+            if time.monotonic() > deadline:
+                msg = f"only {len(found)} of {count} local messages on {topic_filter} within {timeout}s"
+                raise TimeoutError(msg)
+            await asyncio.sleep(0.05)
+        return found
 
     @property
     def root(self) -> Path:

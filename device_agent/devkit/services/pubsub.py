@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ class PubSubService:
     def __init__(self, authorizer: Authorizing) -> None:
         self._authorizer = authorizer
         self._subscriptions: SubscriptionIndex[_Subscription] = SubscriptionIndex()
+        # Observers of every local message (tests watch heartbeats and events this way); called on the loop.
+        self.listeners: list[Callable[[str, dict[str, Any], str | None], None]] = []
 
     def handlers(self) -> dict[str, Handler]:
         return {PUBLISH: self.publish_to_topic, SUBSCRIBE: self.subscribe_to_topic}
@@ -63,6 +66,11 @@ class PubSubService:
 
     def deliver(self, topic: str, event: dict[str, Any], *, publisher: str | None) -> int:
         """Send one event to every matching subscription; returns how many streams took it."""
+        for listener in list(self.listeners):
+            try:
+                listener(topic, event, publisher)
+            except Exception:
+                logger.exception("pubsub.listener_failed")
         delivered = 0
         for subscription in self._subscriptions.match(topic):
             if subscription.from_others_only and subscription.component == publisher:
