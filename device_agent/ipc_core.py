@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -31,14 +32,18 @@ THING_ENV = "AWS_IOT_THING_NAME"
 # How long a failed call waits for the disconnect notice before deciding the stream, not the link, ended.
 LOST_GRACE_S = 0.25
 SHUTDOWN_WAIT_S = 5.0
+PROMPT_SHUTDOWN_S = 0.1
 
 
 class _Link:
-    """One established connection (a generation): its client and whether it has been lost."""
+    """One connection (a generation) and whether it has been lost.
 
-    def __init__(self, generation: int, client: Any) -> None:
+    It holds no SDK object on purpose: a traceback that keeps a frame alive must not keep the native
+    connection (and its thread) alive after `close()`.
+    """
+
+    def __init__(self, generation: int) -> None:
         self.generation = generation
-        self.client = client
         self.lost = asyncio.Event()
 
 
@@ -57,7 +62,8 @@ class _LifecycleHandler:
 
     def on_disconnect(self, reason: Exception | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is gone: the session ended
-            self._loop.call_soon_threadsafe(self._callback, self._generation, type(reason).__name__)
+            cause = "closed" if reason is None else type(reason).__name__
+            self._loop.call_soon_threadsafe(self._callback, self._generation, cause)
 
     def on_error(self, _error: Exception) -> bool:
         return True  # a connection-level protocol error: close, and on_disconnect starts the reconnection
@@ -104,7 +110,8 @@ class IpcCore:
         self._client: Any = None
         self._crt_shutdown: list[Any] = []  # threading.Events that fire when CRT objects have shut down
         self._generation = 0
-        self._link: _Link | None = None
+        self._link: _Link | None = None  # the established connection, None while down
+        self._attempt: _Link | None = None  # the latest connect attempt (it may drop before it is used)
         self._up = asyncio.Event()
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
@@ -226,12 +233,11 @@ class IpcCore:
     async def _open_stream(self, link: _Link, subscription: Subscription[Any]) -> None:
         assert self._loop is not None  # noqa: S101 - set by open()
         stream_handler = SdkStreamHandler(subscription, self._loop, link.generation)
-        subscription.attach(None, link.generation)  # events that race the response are kept, in order
-        subscription.active = False
+        subscription.prepare(link.generation)  # events that race the response are kept, in order
         operation = await self._request(
             link, subscription.operation, subscription.make_request(), stream_handler
         )
-        subscription.attach(operation, link.generation)
+        subscription.attach(operation)
 
     async def _ready(self) -> _Link:
         """The current connection, waiting (within the caller's timeout) while it is being re-established."""
@@ -249,20 +255,24 @@ class IpcCore:
         """Run one operation on `link`: the response for plain calls, the SDK operation for streams."""
         sdk_operation: Any = None
         try:
-            make = getattr(link.client, f"new_{operation}")
-            sdk_operation = make() if stream_handler is None else make(stream_handler)
+            if link.lost.is_set() or self._client is None:
+                raise UnavailableError(f"{operation}: the IPC connection is down")
+            sdk_operation = getattr(self._client, f"new_{operation}")(
+                *(() if stream_handler is None else (stream_handler,))
+            )
             response = _settle_on(self._loop, sdk_operation.get_response())
-            written = sdk_operation.activate(request)
-            written.add_done_callback(_fail_on_write_error(self._loop, response))
+            sdk_operation.activate(request).add_done_callback(_fail_on_write_error(self._loop, response))
             result = await response
         except (Exception, asyncio.CancelledError) as exc:
             if sdk_operation is not None and (stream_handler is not None or not _is_modeled(exc)):
                 with contextlib.suppress(Exception):
                     sdk_operation.close()
+            # The traceback keeps this frame: it must not keep the SDK's native objects alive too.
+            sdk_operation = None
             if isinstance(exc, asyncio.CancelledError | DeviceAgentError):
                 raise
             lost = type(exc).__name__ in CLOSED_ERRORS and await self._lost(link)
-            raise translate(exc, operation, connection_lost=lost) from exc
+            raise translate(exc, operation, connection_lost=lost) from _detached(exc)
         return sdk_operation if stream_handler is not None else result
 
     async def _lost(self, link: _Link) -> bool:
@@ -306,6 +316,8 @@ class IpcCore:
         assert self._loop is not None  # noqa: S101 - set by open()
         self._generation += 1
         generation = self._generation
+        # Known before the handshake, so a drop reported before this coroutine resumes is not missed.
+        link = self._attempt = _Link(generation)
         handler = _LifecycleHandler(self._loop, self._on_disconnect, generation)
         try:
             connected = _settle_on(self._loop, self._connection.connect(handler))
@@ -317,16 +329,20 @@ class IpcCore:
         except asyncio.CancelledError:
             await self._close_connection()
             raise
-        except Exception as exc:
-            raise translate(exc, "IPC connect") from exc
-        self._link = _Link(generation, self._client)
+        except Exception as exc:  # noqa: BLE001 - translated and re-raised, the cause chained
+            raise translate(exc, "IPC connect") from _detached(exc)
+        if link.lost.is_set():
+            raise UnavailableError("IPC connect: the connection closed right after the handshake")
+        self._link = link
         logger.info("ipc.connected", extra={"generation": generation})
 
     def _on_disconnect(self, generation: int, reason: str) -> None:
+        attempt = self._attempt
+        if attempt is not None and attempt.generation == generation:
+            attempt.lost.set()
         link = self._link
         if link is None or link.generation != generation:
             return
-        link.lost.set()
         self._link = None
         if self._state != "open":
             return
@@ -341,23 +357,28 @@ class IpcCore:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            started = time.monotonic()
-            logger.info("ipc.reconnecting")
-            await self._reconnect()
-            link = self._link
-            if link is None:
-                continue  # dropped again already; the wake flag is set
-            await self._resubscribe(link)
-            if link.lost.is_set():
-                continue
-            self._up.set()
-            logger.info(
-                "ipc.reconnected",
-                extra={
-                    "elapsed_s": round(time.monotonic() - started, 3),
-                    "streams": len(self._subscriptions),
-                },
-            )
+            try:
+                await self._recover()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive any single failure
+                logger.warning("ipc.recover_failed", extra={"error": type(exc).__name__})
+                self._wake.set()
+                await sleep(self._backoff.maximum)
+
+    async def _recover(self) -> None:
+        started = time.monotonic()
+        logger.info("ipc.reconnecting")
+        await self._reconnect()
+        link = self._link
+        if link is None:
+            return  # dropped again already, and the drop set the wake flag
+        await self._resubscribe(link)
+        if link.lost.is_set():
+            return
+        self._up.set()
+        logger.info(
+            "ipc.reconnected",
+            extra={"elapsed_s": round(time.monotonic() - started, 3), "streams": len(self._subscriptions)},
+        )
 
     async def _reconnect(self) -> None:
         while True:
@@ -401,22 +422,41 @@ class IpcCore:
                 await closed
 
     async def _shutdown_connection(self) -> None:
-        if self._link is not None:
-            self._link.lost.set()
-            self._link = None
+        for link in (self._link, self._attempt):
+            if link is not None:
+                link.lost.set()
+        self._link = self._attempt = None
+        del link
         await self._close_connection()
         # Drop every reference to the CRT objects, then wait for their threads to finish.
         self._client = None
         self._connection = None
         events, self._crt_shutdown = self._crt_shutdown, []
-        try:
-            async with asyncio.timeout(SHUTDOWN_WAIT_S):
-                # threading.Events set on the CRT's thread: poll them rather than block the loop.
-                while not all(event.is_set() for event in events):  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
+        if not await _all_set(events, PROMPT_SHUTDOWN_S):
+            # SDK objects caught in reference cycles (a failed call's exception and traceback, say) are
+            # freed only by the cycle collector; collect once rather than keep the CRT thread alive.
+            gc.collect()
+        if not await _all_set(events, SHUTDOWN_WAIT_S):
             # Something still holds an SDK object (e.g. a stored operation): the thread ends when it is freed.
             logger.warning("ipc.native_shutdown_slow", extra={"waited_s": SHUTDOWN_WAIT_S})
+
+
+def _detached(error: BaseException) -> BaseException:
+    """The SDK's error without its traceback, to chain as a cause.
+
+    Its frames are the SDK's own and hold its connection: a caller that keeps our error (logs, retries)
+    would otherwise keep the native connection and its thread alive after `close()`.
+    """
+    return error.with_traceback(None)
+
+
+async def _all_set(events: list[Any], timeout: float) -> bool:
+    """Wait for `threading.Event`s set on the CRT's thread (polled: the loop must not block)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not all(event.is_set() for event in events):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    return all(event.is_set() for event in events)
 
 
 def _token_amender(token: str) -> Callable[[], Any]:

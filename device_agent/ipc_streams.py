@@ -87,9 +87,13 @@ class Subscription(Generic[T]):
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"ipc.handler:{self.name}")
 
-    def attach(self, sdk_operation: Any, generation: int) -> None:
-        self._sdk_operation = sdk_operation
+    def prepare(self, generation: int) -> None:
+        """About to open the stream on connection `generation`: accept its events from now on."""
         self._generation = generation
+        self.active = False
+
+    def attach(self, sdk_operation: Any) -> None:
+        self._sdk_operation = sdk_operation
         self.active = True
         self.last_error = None
 

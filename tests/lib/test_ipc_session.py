@@ -13,8 +13,12 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from device_agent.devkit.lifecycle import ComponentState
 from device_agent.devkit.testing import VirtualDevice
+from device_agent.errors import NotAuthorizedError, UnavailableError
+from device_agent.ipc import IpcSession, ReportedState
 from tests.lib.components import write_session_probe
 
 SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"
@@ -237,3 +241,67 @@ async def test_failing_handlers_keep_their_streams_and_close_is_clean(tmp_path, 
         final = final_line(device, name)
         assert final["os_threads"] == 1  # the CRT's event-loop thread is gone
         assert final["close_s"] < 2.0
+
+
+# ---- in the test's own process: cancellation and close, asserted directly --------------------------------
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_cancelled_call_leaves_the_session_usable(start_device):
+    async with start_device() as device:
+        token = device.nucleus.issue_token("com.test.InProcess")
+        async with IpcSession(socket_path=str(device.nucleus.socket_path), token=token, timeout=5.0) as ipc:
+            restart = asyncio.create_task(device.restart_ipc(downtime=0.5))
+            await wait_until(lambda: not ipc.connected)
+            waiting = asyncio.create_task(ipc.publish("not/granted", {"x": 1}))
+            await asyncio.sleep(0.1)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await restart
+            # Back on its own, and calls go through (here: refused, which proves the round trip).
+            with pytest.raises(NotAuthorizedError) as refused:
+                await ipc.publish("not/granted", {"x": 1})
+            assert type(refused.value.__cause__).__name__ == "UnauthorizedError"
+            assert ipc.connected
+            assert token not in str(refused.value)
+            closing = time.monotonic()
+        # The failed and cancelled calls kept nothing native alive: close returns at once.
+        assert time.monotonic() - closing < 1.0
+
+
+async def test_close_wakes_calls_waiting_for_the_connection(start_device):
+    async with start_device() as device:
+        token = device.nucleus.issue_token("com.test.InProcess")
+        ipc = IpcSession(socket_path=str(device.nucleus.socket_path), token=token, timeout=30.0)
+        await ipc.open()
+        restart = asyncio.create_task(device.restart_ipc(downtime=1.0))
+        await wait_until(lambda: not ipc.connected)
+        waiting = asyncio.create_task(ipc.update_state(ReportedState.RUNNING))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await ipc.close()
+        with pytest.raises(UnavailableError):
+            await waiting
+        assert time.monotonic() - started < 1.0
+        await restart
+        with pytest.raises(UnavailableError):
+            await ipc.update_state(ReportedState.RUNNING)
+
+
+async def test_open_gives_up_when_no_nucleus_answers(tmp_path):
+    from device_agent.retry import set_testing  # noqa: PLC0415
+
+    session = IpcSession(socket_path=str(tmp_path / "no.socket"), token="X" * 16, open_timeout=0.5)
+    started = time.monotonic()
+    with set_testing(True, attempts=3), pytest.raises(UnavailableError) as failed:
+        await session.open()
+    assert time.monotonic() - started < 1.0  # including the close of what the attempts built
+    assert not session.connected
+    assert "X" * 16 not in str(failed.value)
