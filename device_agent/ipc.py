@@ -23,6 +23,8 @@ One connection object (and one CRT event-loop thread) serves the whole session: 
 it to shut down and for the CRT thread to exit, so nothing native outlives the session.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
