@@ -810,7 +810,7 @@ def _key_info(path: str, field: _Field, default: Any) -> KeyInfo:
     return KeyInfo(
         key_path=path,
         type_name=kind.full_type_name(),
-        expected=kind.expected(),
+        expected=kind.expected() if element is kind else f"{kind.expected()}, each {element.expected()}",
         default=default,
         doc=meta.doc,
         minimum=meta.minimum,
