@@ -6,7 +6,8 @@
     │   └── ConfigurationError            a configuration value is invalid; `.key_path` names it
     ├── NotFoundError                     the thing asked for does not exist
     ├── UnavailableError                  a peer is not reachable now (retry later, with backoff)
-    │   └── ConnectionLostError           the IPC connection closed under a call
+    │   ├── ConnectionLostError           the IPC connection closed under a call
+    │   └── OperationNotSupportedError    the nucleus lacks the operation (fall back; waiting won't help)
     ├── TimedOutError (also TimeoutError) no answer in time (retry, or give up)
     ├── StorageError (also OSError)       durable file I/O failed: ENOSPC, fsync, permissions
     │   └── UnsafeFileError               a path is a symlink, has the wrong owner or loose permissions
@@ -53,6 +54,17 @@ class UnavailableError(DeviceAgentError):
 
 class ConnectionLostError(UnavailableError):
     pass
+
+
+class OperationNotSupportedError(UnavailableError):
+    """The nucleus does not provide this operation (e.g. no `aws.greengrass.Cli` or SecretManager deployed).
+
+    Callers that can do without it should fall back rather than retry: it will not appear by waiting.
+    """
+
+    def __init__(self, operation: str, message: str) -> None:
+        self.operation = operation
+        super().__init__(message)
 
 
 class TimedOutError(DeviceAgentError, TimeoutError):

@@ -22,23 +22,15 @@ from device_agent.errors import (
     InvalidInputError,
     NotAuthorizedError,
     NotFoundError,
+    OperationNotSupportedError,
     UnavailableError,
 )
+
+__all__ = ["OperationNotSupportedError", "translate"]
 
 MAX_MESSAGE_CHARS = 300
 # What the SDK raises when a stream or the whole connection ends under a call.
 CLOSED_ERRORS = frozenset({"StreamClosedError", "ConnectionClosedError", "EventStreamError"})
-
-
-class OperationNotSupportedError(UnavailableError):
-    """The nucleus does not provide this operation (e.g. no `aws.greengrass.Cli` or SecretManager deployed).
-
-    Callers that can do without it should fall back rather than retry: it will not appear by waiting.
-    """
-
-    def __init__(self, operation: str, message: str) -> None:
-        self.operation = operation
-        super().__init__(message)
 
 
 _BY_MODELED_NAME: dict[str, type[DeviceAgentError]] = {
