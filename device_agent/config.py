@@ -11,7 +11,7 @@ A component declares its configuration as a frozen dataclass whose defaults matc
     class PublisherConfig:
         interval_seconds: int = setting(default=10, minimum=1, maximum=3600, doc="Seconds between samples.")
         topic: str = setting(default="dt/{thing}/telemetry", max_length=256)
-        batch: Batch = setting(default_factory=Batch)
+        batch: Batch = Batch()  # a frozen instance is a safe shared default
 
     parsed = parse_config(PublisherConfig, {"intervalSeconds": 30.0, "colour": "red"})
     parsed.value.interval_seconds  # 30
@@ -42,6 +42,9 @@ The rules, and why:
   matter beyond the model's own (at most `MAX_DEPTH`).
 - A model may define `validate(self) -> None` for cross-field rules, raising `ConfigurationError` with a key
   path relative to itself; `parse_config` prefixes the model's own path.
+- Declare models at module level (annotations are resolved with `typing.get_type_hints`). A nested model's
+  default is best a frozen instance (`batch: Batch = Batch()`): ruff's RUF009 flags `setting()` on fields
+  whose type it cannot prove immutable, unless `device_agent.config.setting` is in `extend-immutable-calls`.
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ class InvalidConfigurationError(ConfigurationError):
     """
 
     def __init__(self, problems: Sequence[ConfigurationError], *, truncated: bool = False) -> None:
+        if not problems:
+            raise ValueError("InvalidConfigurationError needs at least one problem")
         super().__init__(problems[0].key_path, problems[0].expected)
         self.problems = tuple(problems)
         self.truncated = truncated
@@ -311,7 +316,10 @@ class _Run:
     def check_key(self, path: KeyPath, key: object) -> bool:
         """Whether `key` may be looked at; records why not. `_comment`-style keys are silently skipped."""
         if not isinstance(key, str):
-            self.fail(path, f"expected an object with string keys, got a key of type {type(key).__name__}")
+            self.fail(
+                path,
+                f"expected an object with string keys, got a key of type {_clip(type(key).__name__, 40)}",
+            )
             return False
         if len(key) > MAX_KEY_LENGTH:
             self.fail(path, f"expected keys of at most {MAX_KEY_LENGTH} characters, got one of {len(key)}")
@@ -737,8 +745,12 @@ def _check_defaults(plan: _Plan) -> None:
     """A model's defaults must satisfy its own limits, or `model()` is a configuration no one can deploy."""
     root = _Model(plan)
     run = _Run(MAX_NODES)
+    try:
+        default = plan.model()
+    except ValueError as error:
+        raise TypeError(f"{plan.model.__name__}: its default is invalid: {error}") from error
     with contextlib.suppress(_Abort):
-        root.parse(root.dump(plan.model()), (), run)
+        root.parse(root.dump(default), (), run)
     if run.problems:
         first = run.problems[0]
         raise TypeError(
@@ -761,7 +773,7 @@ def parse_config(model: type[T], document: object, *, max_nodes: int = MAX_NODES
         value = _Model(plan).parse(document, (), run)
     except _Abort:
         value = _INVALID
-    if run.problems or value is _INVALID:
+    if run.problems:  # every _INVALID value recorded one
         raise InvalidConfigurationError(run.problems, truncated=run.aborted)
     if run.unknown:
         _log.debug("config.unknown_keys model=%s count=%d", plan.model.__name__, len(run.unknown))

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from device_agent.config import (
+    MAX_DEPTH,
     MAX_KEY_LENGTH,
     MAX_PROBLEMS,
     InvalidConfigurationError,
@@ -104,6 +105,17 @@ class Threshold:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Action:
+    check: Literal["cpu", "memory", "disk"] = "cpu"
+    command: str = setting(default="restart", max_length=64, pattern=r"[a-z]+")
+    retries: int = setting(default=3, minimum=0, maximum=10)
+
+    def validate(self) -> None:
+        if self.command == "reboot" and self.retries:
+            raise ConfigurationError(("retries",), "expected 0 for reboot, got a positive number")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Health:
     period_seconds: int = setting(default=30, minimum=5, maximum=3600)
     thresholds: Mapping[str, Threshold] = setting(
@@ -112,6 +124,7 @@ class Health:
     checks: tuple[Literal["cpu", "memory", "disk"], ...] = ("cpu", "memory")
     names: tuple[str, ...] = setting(default=(), choices=("a", "b"))
     mode: Literal["reject", "dropOldest"] | None = None
+    actions: tuple[Action, ...] = setting(default=(Action(),), max_items=8)
 
 
 MODELS = (Telemetry, Health)
@@ -373,6 +386,19 @@ INVALID: list[tuple[type, object, tuple[str | int, ...], str]] = [
     ),
     (Health, {"checks": ["cpu", "gpu"]}, ("checks", 1), 'expected one of "cpu", "memory", "disk", got "gpu"'),
     (Health, {"names": ["c"]}, ("names", 0), 'expected one of "a", "b", got "c"'),
+    (
+        Health,
+        {"actions": [{}, {"command": "reboot"}]},
+        ("actions", 1, "retries"),
+        "expected 0 for reboot, got a positive number",
+    ),
+    (
+        Health,
+        {"actions": [{"check": "gpu"}]},
+        ("actions", 0, "check"),
+        'expected one of "cpu", "memory", "disk", got "gpu"',
+    ),
+    (Health, {"actions": {}}, ("actions",), "expected a list of at most 8 items, got an object"),
     (Health, {"mode": "x"}, ("mode",), 'expected one of "reject", "dropOldest" or null, got "x"'),
     (
         Health,
@@ -626,6 +652,13 @@ def test_describe_lists_every_key_with_limits():
     assert list(rows)[-3:] == ["spool.overflow", "budget", "budget.bytesPerDay"]
 
 
+def test_describe_uses_a_star_for_list_items():
+    rows = {row.key_path: row for row in describe(Health)}
+    assert rows["actions"].default == [{"check": "cpu", "command": "restart", "retries": 3}]
+    assert rows["actions[*].retries"].default == 3
+    assert rows["actions[*].command"].pattern == "[a-z]+"
+
+
 def test_describe_uses_a_star_for_mapping_keys():
     rows = {row.key_path: row for row in describe(Health)}
     assert rows["thresholds"].type_name == "map of object"
@@ -673,6 +706,27 @@ def test_declaration_mistakes(model, message):
 @dataclass(frozen=True, kw_only=True)
 class Node:
     children: tuple[Node, ...] = ()
+
+
+def test_models_deeper_than_the_limit_are_refused():
+    model: type = declare(a=(int, 1))
+    for _ in range(MAX_DEPTH):
+        model = declare(inner=(model, model()))
+    with pytest.raises(TypeError, match="nested deeper than"):
+        parse_config(model, {})
+
+
+def test_an_invalid_default_instance_is_a_declaration_error():
+    @dataclass(frozen=True, kw_only=True)
+    class Strict:
+        a: int = 0
+
+        def __post_init__(self) -> None:
+            if self.a == 0:
+                raise ValueError("a must not be 0")
+
+    with pytest.raises(TypeError, match="its default is invalid: a must not be 0"):
+        parse_config(Strict, {"a": 1})
 
 
 def test_recursive_models_are_refused():
@@ -769,6 +823,16 @@ HEALTH_DOCS = document(
         "checks": st.lists(st.sampled_from(["cpu", "memory", "disk", "gpu"]), max_size=4),
         "names": st.lists(st.sampled_from(["a", "b", "c"]), max_size=4),
         "mode": st.sampled_from(["reject", "dropOldest", None, "x"]),
+        "actions": st.lists(
+            document(
+                {
+                    "check": st.sampled_from(["cpu", "disk", "gpu"]),
+                    "command": st.sampled_from(["restart", "reboot", "Bad", "x" * 70]),
+                    "retries": st.integers(-1, 11),
+                }
+            ),
+            max_size=9,
+        ),
     }
 )
 
