@@ -3,7 +3,7 @@
     DeviceAgentError                      catch-all root
     ├── NotAuthorizedError                the nucleus refused: the recipe does not grant it (fix the recipe)
     ├── InvalidInputError                 the request or document is wrong (fix the input; never retry)
-    │   └── ConfigurationError            a configuration value is invalid; `.key_path` names it
+    │   └── ConfigurationError            a configuration value is invalid; `.key_path` names it (a ValueError)
     ├── NotFoundError                     the thing asked for does not exist
     ├── UnavailableError                  a peer is not reachable now (retry later, with backoff)
     │   ├── ConnectionLostError           the IPC connection closed under a call
@@ -35,7 +35,7 @@ class InvalidInputError(DeviceAgentError):
     pass
 
 
-class ConfigurationError(InvalidInputError):
+class ConfigurationError(InvalidInputError, ValueError):
     """An invalid configuration value. `key_path` is the path from the configuration root, e.g. ("a", "b")."""
 
     def __init__(self, key_path: tuple[str | int, ...], expected: str) -> None:
