@@ -3,7 +3,7 @@
     DeviceAgentError                      catch-all root
     ├── NotAuthorizedError                the nucleus refused: the recipe does not grant it (fix the recipe)
     ├── InvalidInputError                 the request or document is wrong (fix the input; never retry)
-    │   └── ConfigurationError            a configuration value is invalid; `.key_path` names it (a ValueError)
+    │   └── ConfigurationError            an invalid configuration value (a ValueError); `.key_path` names it
     ├── NotFoundError                     the thing asked for does not exist
     ├── UnavailableError                  a peer is not reachable now (retry later, with backoff)
     │   ├── ConnectionLostError           the IPC connection closed under a call
