@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from device_agent.devkit.ipc.errors import InvalidArgumentsError, UnauthorizedError
 
@@ -33,6 +34,38 @@ def authorize(
             or f"Principal {component} is not authorized to perform "
             f"{destination}:{operation} on resource {resource}"
         )
+
+
+T = TypeVar("T")
+
+
+async def collect_answers(
+    pending: dict[str, dict[str, asyncio.Future[T]]],
+    deployment_id: str,
+    futures: dict[str, asyncio.Future[T]],
+    *,
+    timeout: float,
+) -> dict[str, T]:
+    """Wait up to `timeout` for components to answer a deployment's question; return who answered what.
+
+    The futures are registered under the deployment id while waiting, so the answering operation (a
+    validity report, a deferral) can find them; a component that does not answer in time is taken as
+    agreeing, as the nucleus does, and its future is cancelled.
+    """
+    if not futures:
+        return {}
+    pending[deployment_id] = futures
+    try:
+        await asyncio.wait(futures.values(), timeout=timeout)
+    finally:
+        del pending[deployment_id]
+    answers = {}
+    for component, future in futures.items():
+        if future.done() and not future.cancelled():
+            answers[component] = future.result()
+        else:
+            future.cancel()
+    return answers
 
 
 def optional_str(request: dict[str, Any], key: str) -> str | None:

@@ -22,7 +22,7 @@ from device_agent.devkit.ipc.errors import (
     ResourceNotFoundError,
 )
 from device_agent.devkit.ipc.server import CallContext, Handler, ServerStream
-from device_agent.devkit.services.common import key_path, optional_str
+from device_agent.devkit.services.common import collect_answers, key_path, optional_str
 
 logger = logging.getLogger(__name__)
 
@@ -165,18 +165,7 @@ class ConfigService:
                 }
             }
             stream.send_event(event)
-        if not futures:
-            return []
-        self._pending[deployment_id] = futures
-        try:
-            await asyncio.wait(futures.values(), timeout=timeout)
-        finally:
-            del self._pending[deployment_id]
-        reports = []
-        for component, future in futures.items():
-            if future.done():
-                reports.append(future.result())
-            else:
-                future.cancel()
-                logger.info("config.validation_timeout component=%s deployment=%s", component, deployment_id)
-        return reports
+        answers = await collect_answers(self._pending, deployment_id, futures, timeout=timeout)
+        for component in futures.keys() - answers.keys():
+            logger.info("config.validation_timeout component=%s deployment=%s", component, deployment_id)
+        return list(answers.values())

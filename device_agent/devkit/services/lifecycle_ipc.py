@@ -16,7 +16,7 @@ from typing import Any
 from device_agent.devkit.errors import LifecycleError
 from device_agent.devkit.ipc.errors import InvalidArgumentsError, ResourceNotFoundError, ServiceError
 from device_agent.devkit.ipc.server import CallContext, Handler, ServerStream
-from device_agent.devkit.services.common import optional_str
+from device_agent.devkit.services.common import collect_answers, optional_str
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +96,8 @@ class LifecycleService:
             sent = [stream.send_event(event) for stream in list(streams)]
             if any(sent):
                 futures[component] = loop.create_future()
-        if not futures:
-            return []
-        self._pending[deployment_id] = futures
-        try:
-            await asyncio.wait(futures.values(), timeout=timeout)
-        finally:
-            del self._pending[deployment_id]
-        answers = [future.result() for future in futures.values() if future.done() and not future.cancelled()]
-        return [answer for answer in answers if answer.recheck_after_ms > 0]
+        answers = await collect_answers(self._pending, deployment_id, futures, timeout=timeout)
+        return [answer for answer in answers.values() if answer.recheck_after_ms > 0]
 
     def notify_post_update(self, deployment_id: str) -> None:
         event = {"postUpdateEvent": {"deploymentId": deployment_id}}
