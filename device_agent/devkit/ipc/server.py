@@ -45,6 +45,8 @@ INT32_MAX = 2**31 - 1
 # Stream events queued for one slow client beyond this are dropped (and logged) rather than letting one
 # stuck component grow the nucleus's memory without bound. Responses and errors are never dropped.
 MAX_QUEUED_FRAMES = 10_000
+# How long a refused connection stays open for the client to read the refusal and close its end.
+REFUSED_LINGER_SECONDS = 2.0
 
 
 class MessageType(enum.IntEnum):
@@ -277,6 +279,11 @@ class IpcConnection:
     async def _read_loop(self, tasks: asyncio.TaskGroup) -> None:
         try:
             if not await self._handshake():
+                # The client closes by itself when it reads a refused CONNECT_ACK. Closing first could reach
+                # it before the ACK does (it then sees "socket closed", not AccessDeniedError): let it go
+                # first, for a bounded while.
+                with contextlib.suppress(TimeoutError, ConnectionError):
+                    await asyncio.wait_for(self._reader.read(), timeout=REFUSED_LINGER_SECONDS)
                 return
             while True:
                 frame = await self._read_frame()
