@@ -230,6 +230,13 @@ class _Runtime(Generic[C]):
         except Exception:
             logger.exception("config.on_config_failed")
 
+    async def _cancel_reload(self) -> None:
+        """The reload task is the runtime's own: it never outlives the component."""
+        if self._reload is not None and not self._reload.done():
+            self._reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reload
+
     async def on_component_update(self, update: ComponentUpdate) -> None:
         ctx = self.ctx
         if ctx is None or not update.pre:
@@ -287,7 +294,10 @@ class _Runtime(Generic[C]):
             await ipc.subscribe_to_validation(self.on_validation)
             await ipc.subscribe_to_configuration_updates(self.on_config_update)
             await ipc.subscribe_to_component_updates(self.on_component_update)
-            return await self._supervise(ctx, stop)
+            try:
+                return await self._supervise(ctx, stop)
+            finally:
+                await self._cancel_reload()
 
     async def _refuse_start(self, ipc: IpcSession, exc: ConfigurationError) -> int:
         logger.error("config.invalid_at_start", extra={"reason": str(exc)})
