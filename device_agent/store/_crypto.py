@@ -1,0 +1,109 @@
+"""Record sealing: AES-256-GCM with a fresh random nonce and associated data that binds every column.
+
+Sealed value (the `records.sealed` column), format 1:
+
+    u8 format (=1) | nonce (12 random bytes) | AES-256-GCM ciphertext | tag (16)      → value + 29 bytes
+
+Associated data of a record (never stored; rebuilt from the row on every read):
+
+    b"device-agent/store/record" | u8 format | store id (16) | u32 len | namespace (UTF-8) | u8 kind
+    | u32 len | key (UTF-8; empty for queue entries) | u64 seq | u64 key id | f64 created
+    | u8 has-expiry | f64 expires
+
+so a ciphertext copied onto another row, namespace, store or key id, or a row whose times were edited, fails
+to open. A wrapped data key is `u8 format | nonce | AES-256-GCM(KEK, data key)` with associated data
+binding store id, namespace and key id; the KEK check value seals an empty message bound to the store id.
+
+The nonce is made here from `os.urandom` and nowhere else: no caller can pass one (NIST SP 800-38D caps a
+random-nonce key at 2^32 seals; the engine rotates long before, see `DEFAULT_SEAL_LIMIT`).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from device_agent.errors import IntegrityError
+
+FORMAT_VERSION = 1
+NONCE_BYTES = 12
+TAG_BYTES = 16
+KEY_BYTES = 32
+STORE_ID_BYTES = 16
+OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
+WRAPPED_KEY_BYTES = OVERHEAD + KEY_BYTES
+# Rotate a data key well before the 2^32 random-nonce limit.
+DEFAULT_SEAL_LIMIT = 1 << 30
+
+KIND_VALUE = 0
+KIND_QUEUE = 1
+
+_RECORD = b"device-agent/store/record"
+_DATA_KEY = b"device-agent/store/data-key"
+_KEK_CHECK = b"device-agent/store/kek-check"
+_HEADER = struct.Struct(">B")
+_U32 = struct.Struct(">I")
+_TAIL = struct.Struct(">QQdBd")
+
+
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return _U32.pack(len(data)) + data
+
+
+def record_aad(
+    store_id: bytes,
+    namespace: str,
+    *,
+    kind: int,
+    key: str | None,
+    seq: int,
+    key_id: int,
+    created: float,
+    expires: float | None,
+) -> bytes:
+    """The associated data of one record: everything in its row except the sealed value itself."""
+    tail = _TAIL.pack(seq, key_id, created, expires is not None, 0.0 if expires is None else expires)
+    return b"".join(
+        (
+            _RECORD,
+            _HEADER.pack(FORMAT_VERSION),
+            store_id,
+            _text(namespace),
+            _HEADER.pack(kind),
+            _text(key or ""),
+            tail,
+        )
+    )
+
+
+def data_key_aad(store_id: bytes, namespace: str, key_id: int) -> bytes:
+    return b"".join(
+        (_DATA_KEY, _HEADER.pack(FORMAT_VERSION), store_id, _text(namespace), struct.pack(">Q", key_id))
+    )
+
+
+def kek_check_aad(store_id: bytes) -> bytes:
+    return _KEK_CHECK + _HEADER.pack(FORMAT_VERSION) + store_id
+
+
+def seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt under a fresh random nonce; the result carries the format byte and the nonce."""
+    nonce = os.urandom(NONCE_BYTES)
+    return _HEADER.pack(FORMAT_VERSION) + nonce + aead.encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(aead: AESGCM, sealed: bytes, aad: bytes) -> bytes:
+    """Decrypt and authenticate, or raise `IntegrityError` (the message holds no bytes of the input)."""
+    if len(sealed) < OVERHEAD:
+        raise IntegrityError("sealed value is malformed")
+    if sealed[0] != FORMAT_VERSION:
+        raise IntegrityError(f"sealed value has unknown format {sealed[0]}")
+    try:
+        return aead.decrypt(sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], aad)
+    except InvalidTag:
+        # `from None`: InvalidTag carries nothing useful, and nothing of the input may travel on.
+        raise IntegrityError("sealed value failed authentication") from None

@@ -1,0 +1,271 @@
+"""The SQL seam: the one module that owns a database connection.
+
+The engine talks to a `Database`, which talks to a `Driver`. `Sqlite3Driver` (the standard library) is the
+only driver a device uses; a power-loss test can pass another factory (e.g. an APSW connection over a
+recording VFS) without the engine noticing, as long as it executes the same SQL and classifies its errors.
+
+Durability settings are asserted, not assumed: WAL journal and `synchronous=FULL` are read back after being
+set (a commit then returns only after the WAL is fsynced), and `integrity_check` runs at every open.
+`secure_delete` zeroes freed content so erased rows and keys do not linger in free pages.
+
+Schema (format 1; `application_id` and `user_version` mark the file as ours):
+
+    meta(name PRIMARY KEY, value)                    store_id, kek_check, created
+    data_keys(key_id AUTOINCREMENT, namespace, wrapped, created, seals, active)
+    records(seq AUTOINCREMENT, namespace, kind, key, key_id, created, expires, sealed)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import sqlite3
+from collections.abc import Callable, Generator, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from device_agent.errors import IntegrityError, StorageError
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x44414753  # "DAGS"
+SCHEMA_VERSION = 1
+SYNCHRONOUS_FULL = 2
+BUSY_TIMEOUT = 5.0
+# integrity_check stops after this many problems: one is enough to decide, the rest only costs time.
+_INTEGRITY_ROWS = 8
+
+ErrorKind = Literal["corrupt", "full", "io", "other"]
+Row = tuple[Any, ...]
+
+_SCHEMA = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE data_keys (
+        key_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        wrapped BLOB NOT NULL,
+        created REAL NOT NULL,
+        seals INTEGER NOT NULL,
+        active INTEGER NOT NULL)""",
+    "CREATE INDEX data_keys_namespace ON data_keys(namespace)",
+    """CREATE TABLE records (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        namespace TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        key TEXT,
+        key_id INTEGER NOT NULL,
+        created REAL NOT NULL,
+        expires REAL,
+        sealed BLOB NOT NULL)""",
+    "CREATE UNIQUE INDEX records_key ON records(namespace, key) WHERE key IS NOT NULL",
+    "CREATE INDEX records_namespace ON records(namespace, seq)",
+    "CREATE INDEX records_expires ON records(expires) WHERE expires IS NOT NULL",
+)
+
+
+class CorruptStoreError(Exception):
+    """Internal: the file failed a check at open. `reason` is short and safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Driver(Protocol):
+    """A database connection as the engine needs it. Rows are tuples; parameters are positional."""
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]: ...
+    def close(self) -> None: ...
+    def classify(self, error: BaseException) -> ErrorKind | None:
+        """`None` if `error` is not this driver's; otherwise what kind of failure it is."""
+        ...
+
+
+DriverFactory = Callable[[Path], Driver]
+
+
+class Sqlite3Driver:
+    """The standard library's sqlite3, in autocommit mode: the `Database` issues BEGIN and COMMIT itself."""
+
+    def __init__(self, path: Path) -> None:
+        self._connection = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
+        cursor = self._connection.execute(sql, params)
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def classify(self, error: BaseException) -> ErrorKind | None:
+        if not isinstance(error, sqlite3.Error):
+            return None
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT):
+            return "corrupt"
+        if code == sqlite3.SQLITE_FULL:
+            return "full"
+        if code == sqlite3.SQLITE_IOERR:
+            return "io"
+        return "other"
+
+
+class Database:
+    """One connection, its transactions, and the translation of driver errors into the library's tree.
+
+    An I/O error closes the handle for good (an fsync that failed may have dropped the dirty pages: retrying
+    it and reporting success would acknowledge data that is not on disk). Reopen the store to go on.
+    """
+
+    def __init__(self, driver: Driver, path: Path) -> None:
+        self._driver: Driver | None = driver
+        self.path = path
+        self._in_transaction = False
+
+    @property
+    def closed(self) -> bool:
+        return self._driver is None
+
+    def _live(self) -> Driver:
+        if self._driver is None:
+            raise StorageError(f"{self.path}: the store is closed", errno_value=errno.EBADF)
+        return self._driver
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        driver = self._live()
+        with self._translated():
+            return list(driver.execute(sql, params))
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> Generator[Row, None, None]:
+        """Rows one at a time (for salvage: a corrupt page fails the row that reaches it, not the others)."""
+        driver = self._live()
+        with self._translated():
+            yield from driver.execute(sql, params)
+
+    def scalar(self, sql: str, params: Sequence[object] = ()) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT; when this exits normally the commit is durable (synchronous=FULL)."""
+        if self._in_transaction:
+            raise RuntimeError("transactions do not nest")
+        self.query("BEGIN IMMEDIATE")
+        self._in_transaction = True
+        try:
+            yield
+            self.query("COMMIT")
+        except BaseException:
+            if self._driver is not None:
+                with contextlib.suppress(Exception):
+                    list(self._driver.execute("ROLLBACK"))
+            raise
+        finally:
+            self._in_transaction = False
+
+    def close(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            with self._translated():
+                driver.close()
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            driver = self._driver
+            kind = driver.classify(error) if driver is not None else None
+            if kind is None:
+                raise
+            name = type(error).__name__
+            if kind == "corrupt":
+                logger.warning("store.corrupt", extra={"path": str(self.path), "error": name})
+                raise IntegrityError(f"{self.path}: the store file is corrupt") from error
+            if kind == "full":
+                raise StorageError(f"{self.path}: no space left", errno_value=errno.ENOSPC) from error
+            if kind == "io":
+                # No traceback in the log: the cause is chained to the error the caller gets.
+                logger.error("store.io_failed", extra={"path": str(self.path), "error": name})  # noqa: TRY400
+                self._driver = None
+                with contextlib.suppress(Exception):
+                    driver.close()  # type: ignore[union-attr]
+                raise StorageError(
+                    f"{self.path}: I/O error; the store is closed", errno_value=errno.EIO
+                ) from error
+            raise StorageError(f"{self.path}: database error ({name})") from error
+
+
+def connect(factory: DriverFactory, path: Path) -> Database:
+    """Open a driver on `path`; a failure to even open is a `StorageError` (never a driver's own type)."""
+    try:
+        driver = factory(path)
+    except Exception as error:  # any driver's failure to open, translated at the seam
+        raise StorageError(f"{path}: cannot open the database ({type(error).__name__})") from error
+    return Database(driver, path)
+
+
+def configure(db: Database) -> None:
+    """Set and read back the durability pragmas; anything else is refused, not silently accepted."""
+    mode = db.scalar("PRAGMA journal_mode=WAL")
+    if str(mode).lower() != "wal":
+        raise StorageError(f"{db.path}: journal_mode is {mode!r}, not wal")
+    db.query("PRAGMA synchronous=FULL")
+    synchronous = db.scalar("PRAGMA synchronous")
+    if synchronous != SYNCHRONOUS_FULL:
+        raise StorageError(f"{db.path}: synchronous is {synchronous!r}, not FULL")
+    for pragma in ("secure_delete=ON", "cell_size_check=ON", "trusted_schema=OFF", "foreign_keys=OFF"):
+        db.query(f"PRAGMA {pragma}")
+
+
+def pragmas(db: Database) -> dict[str, object]:
+    """The settings that matter for durability, as the database reports them (for tests and stats)."""
+    return {
+        "journal_mode": db.scalar("PRAGMA journal_mode"),
+        "synchronous": db.scalar("PRAGMA synchronous"),
+        "secure_delete": db.scalar("PRAGMA secure_delete"),
+    }
+
+
+def check(db: Database) -> bool:
+    """Integrity and identity at open. Returns False for a file with no schema yet (a new store).
+
+    Raises `CorruptStoreError` when the file is damaged or not ours.
+    """
+    try:
+        problems = [str(row[0]) for row in db.query(f"PRAGMA integrity_check({_INTEGRITY_ROWS})")]
+        if problems != ["ok"]:
+            raise CorruptStoreError("integrity_check failed")
+        application_id = db.scalar("PRAGMA application_id")
+        version = db.scalar("PRAGMA user_version")
+        tables = db.scalar("SELECT count(*) FROM sqlite_schema")
+    except IntegrityError as error:
+        raise CorruptStoreError("unreadable database") from error
+    if application_id == 0 and version == 0 and tables == 0:
+        return False
+    if application_id != APPLICATION_ID:
+        raise CorruptStoreError("not a device-agent store")
+    if version != SCHEMA_VERSION:
+        raise CorruptStoreError(f"unsupported store format {version}")
+    return True
+
+
+def create_schema(db: Database, meta: dict[str, bytes], first_seq: int) -> None:
+    with db.transaction():
+        for statement in _SCHEMA:
+            db.query(statement)
+        db.query(f"PRAGMA application_id={APPLICATION_ID}")
+        db.query(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.query("INSERT INTO meta(name, value) VALUES (?, ?)", ("format", b"1"))
+        for name, value in meta.items():
+            db.query("INSERT INTO meta(name, value) VALUES (?, ?)", (name, value))
+        if first_seq > 1:
+            # AUTOINCREMENT continues after the highest seq ever used: a replacement starts past the old.
+            db.query("INSERT INTO sqlite_sequence(name, seq) VALUES ('records', ?)", (first_seq - 1,))

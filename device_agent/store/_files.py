@@ -1,0 +1,147 @@
+"""The store's files on disk: created private before SQLite sees them, moved aside when corrupt, removed.
+
+    <dir>/store.db, store.db-wal, store.db-shm       the live database (0600 in a 0700 directory)
+    <dir>/store.key                                  the KEK (see `_keys`), unless it comes from a secret
+    <dir>/store.db.corrupt-<UTC stamp>[-wal|-shm]    a store that failed its checks, kept for forensics
+    <dir>/store.key.corrupt-<UTC stamp>              a key file that failed its check
+
+Only these exact names are ever touched: no glob over `*-wal` could delete another database's hot journal.
+Our descriptors on the database are all closed before SQLite opens it (closing any descriptor on a file
+releases that process's POSIX locks on it, SQLite's included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import time
+from pathlib import Path
+
+from device_agent.errors import StorageError
+from device_agent.fileio import OS_FILE_IO, FileIO
+from device_agent.files import open_private
+
+logger = logging.getLogger(__name__)
+
+SIDE_SUFFIXES = ("-wal", "-shm")
+CORRUPT_MARK = ".corrupt-"
+
+
+def database_files(path: Path) -> list[Path]:
+    return [path, *(path.with_name(path.name + suffix) for suffix in SIDE_SUFFIXES)]
+
+
+def precreate(path: Path, *, io: FileIO | None = None) -> bool:
+    """Create (0600) or check the database and its -wal/-shm; True if the database file was new.
+
+    An existing file must be ours, regular, not a link, with no group or other bits (`UnsafeFileError`).
+    """
+    fs = io if io is not None else OS_FILE_IO
+    new = False
+    for index, file in enumerate(database_files(path)):
+        if index == 0:
+            try:
+                fs.lstat(file)
+            except FileNotFoundError:
+                new = True
+        fd = open_private(file, create=True, io=fs)
+        fs.close(fd)
+    return new
+
+
+def stamp(now: float) -> str:
+    seconds = int(now)
+    micros = int((now - seconds) * 1_000_000)
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(seconds))}.{micros:06d}Z"
+
+
+def move_aside(path: Path, now: float, *, io: FileIO | None = None) -> Path:
+    """Rename the database and its -wal/-shm to `<name>.corrupt-<stamp>…` together; returns the new path.
+
+    The WAL holds committed transactions: it moves with the database so salvage can still read them.
+    """
+    fs = io if io is not None else OS_FILE_IO
+    base = f"{path.name}{CORRUPT_MARK}{stamp(now)}"
+    suffix = 0
+    while _exists(fs, path.with_name(base + (f"-{suffix}" if suffix else ""))):
+        suffix += 1
+    target = path.with_name(base + (f"-{suffix}" if suffix else ""))
+    for source, destination in zip(database_files(path), database_files(target), strict=True):
+        try:
+            fs.replace(source, destination)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise StorageError(f"rename {source}: {error.strerror}", errno_value=error.errno) from error
+    _sync_dir(fs, path.parent)
+    return target
+
+
+def prune_corrupt(directory: Path, names: tuple[str, ...], keep: int, *, io: FileIO | None = None) -> int:
+    """Delete all but the newest `keep` set-aside copies of each of `names`; returns how many files went."""
+    fs = io if io is not None else OS_FILE_IO
+    try:
+        entries = fs.listdir(directory)
+    except OSError as error:
+        raise StorageError(f"list {directory}: {error.strerror}", errno_value=error.errno) from error
+    removed = 0
+    for name in names:
+        prefix = name + CORRUPT_MARK
+        mine = [entry for entry in entries if entry.startswith(prefix)]
+        stems = sorted({_stem(entry) for entry in mine})  # stamps sort by time
+        doomed = set(stems[: max(0, len(stems) - keep)])
+        for entry in mine:
+            if _stem(entry) in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.unlink(directory / entry)
+                    removed += 1
+    if removed:
+        _sync_dir(fs, directory)
+        logger.info("store.corrupt_copies_removed", extra={"files": removed})
+    return removed
+
+
+def remove_database(path: Path, *, io: FileIO | None = None) -> None:
+    """Unlink the database and its -wal/-shm (only after every connection to it is closed)."""
+    fs = io if io is not None else OS_FILE_IO
+    for file in database_files(path):
+        try:
+            fs.unlink(file)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise StorageError(f"unlink {file}: {error.strerror}", errno_value=error.errno) from error
+    _sync_dir(fs, path.parent)
+
+
+def _stem(entry: str) -> str:
+    for suffix in SIDE_SUFFIXES:
+        if entry.endswith(suffix):
+            return entry[: -len(suffix)]
+    return entry
+
+
+def _exists(fs: FileIO, path: Path) -> bool:
+    try:
+        fs.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sync_dir(fs: FileIO, directory: Path) -> None:
+    try:
+        fs.fsync_dir(directory)
+    except OSError as error:
+        raise StorageError(
+            f"fsync {directory}: {error.strerror}", errno_value=error.errno or errno.EIO
+        ) from error
+
+
+def clean_name(name: str) -> str:
+    """A database file name: a plain name in the store's directory, nothing that could climb out of it."""
+    if not name or name in (".", "..") or os.sep in name or "\x00" in name or CORRUPT_MARK in name:
+        raise ValueError("the database name is a plain file name")
+    return name

@@ -1,0 +1,115 @@
+"""Value types of the store: namespace policies, statistics, events, and validation of names."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from device_agent.errors import InvalidInputError
+
+Overflow = Literal["reject", "drop_oldest"]
+# Namespaces appear in pub/sub topics (device-agent/store/<namespace>/request): no '/', '+' or '#'.
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_KEY_BYTES = 512
+DEFAULT_MAX_VALUE_BYTES = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NamespacePolicy:
+    """Data minimisation for one namespace. `None` means no limit; `ttl` is the default time-to-live (s).
+
+    `max_bytes` counts value bytes; each record also costs about 29 bytes of sealing and a row.
+    """
+
+    max_records: int | None = None
+    max_bytes: int | None = None
+    overflow: Overflow = "reject"
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_records", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InvalidInputError(f"NamespacePolicy.{name} must be a positive integer or None")
+        if self.overflow not in ("reject", "drop_oldest"):
+            raise InvalidInputError("NamespacePolicy.overflow must be 'reject' or 'drop_oldest'")
+        if self.ttl is not None:
+            check_ttl(self.ttl)
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceStats:
+    """Counters since the store was opened (like any metric counter they restart at zero)."""
+
+    records: int = 0
+    value_bytes: int = 0
+    dropped_records: int = 0
+    dropped_bytes: int = 0
+    rejected: int = 0
+    expired: int = 0
+    integrity_failures: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreStats:
+    namespaces: Mapping[str, NamespaceStats]
+    integrity_failures: int
+    recoveries: int
+    active_key_ids: Mapping[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreEvent:
+    """Something an operator should hear about. `name` is the stable event name the log line uses too.
+
+    Names: `store.integrity_failed` (details: namespace, seq, operation), `store.corrupt_replaced`
+    (details: moved_to, reason, salvaged, unreadable), `store.records_dropped` (namespace, records, bytes).
+    """
+
+    name: str
+    details: Mapping[str, str | int | float]
+
+
+EventHook = Callable[[StoreEvent], None]
+
+
+def check_namespace(namespace: object) -> str:
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise InvalidInputError("a namespace is 1-64 characters of A-Z a-z 0-9 . _ - (starting alphanumeric)")
+    return namespace
+
+
+def check_key(key: object) -> str:
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise InvalidInputError("a key is a non-empty string without NUL characters")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInputError("a key must be valid Unicode text") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidInputError(f"a key is at most {MAX_KEY_BYTES} bytes of UTF-8")
+    return key
+
+
+def check_value(value: object, max_bytes: int) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise InvalidInputError("a value is bytes")
+    data = bytes(value)
+    if len(data) > max_bytes:
+        raise InvalidInputError(f"a value is at most {max_bytes} bytes")
+    return data
+
+
+def check_count(value: object, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{name} is an integer of at least {minimum}")
+    return value
+
+
+def check_ttl(ttl: object) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+        raise InvalidInputError("a time-to-live is a positive, finite number of seconds")
+    return float(ttl)

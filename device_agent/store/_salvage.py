@@ -1,0 +1,113 @@
+"""Salvage: read what can still be authenticated from a store that was moved aside as corrupt.
+
+Rows are read in `seq` order until the first unreadable page, then backwards from the end until the same,
+so one damaged region costs only the rows in it. Every value is opened with the old store's identity and
+keys: a salvaged record is exactly what was written, or it is not salvaged. Expired records are left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from device_agent.errors import DeviceAgentError
+from device_agent.store import _crypto, _files, _records
+from device_agent.store._db import Database, DriverFactory, connect
+from device_agent.store._keyring import Keyring
+from device_agent.store._keys import KeyEncryptionKey
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Salvaged:
+    namespace: str
+    kind: int
+    key: str | None
+    seq: int
+    created: float
+    expires: float | None
+    value: bytes = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass
+class SalvageReport:
+    salvaged: int = 0
+    unreadable: int = 0
+    scan_failed: bool = False
+
+
+def salvage(
+    path: Path, kek: KeyEncryptionKey, factory: DriverFactory, now: float, report: SalvageReport
+) -> Iterator[Salvaged]:
+    """Yield the records of the store at `path` that still open; `report` counts what did not."""
+    try:
+        _files.precreate(path)
+        db = connect(factory, path)
+    except (DeviceAgentError, OSError) as error:
+        logger.warning("store.salvage_impossible", extra={"path": str(path), "error": type(error).__name__})
+        report.scan_failed = True
+        return
+    try:
+        keyring = _open_keyring(db, kek)
+        if keyring is None:
+            report.scan_failed = True
+            return
+        store_id, ring = keyring
+        last = -1
+        try:
+            for raw in db.rows(f"SELECT {_records.COLUMNS} FROM records ORDER BY seq"):  # noqa: S608
+                item = _one(ring, store_id, raw, now, report)
+                last = int(raw[0]) if isinstance(raw[0], int) else last
+                if item is not None:
+                    yield item
+        except DeviceAgentError:
+            report.scan_failed = True
+        else:
+            return
+        with contextlib.suppress(DeviceAgentError):
+            for raw in db.rows(
+                f"SELECT {_records.COLUMNS} FROM records WHERE seq > ? ORDER BY seq DESC",  # noqa: S608
+                (last,),
+            ):
+                item = _one(ring, store_id, raw, now, report)
+                if item is not None:
+                    yield item
+    finally:
+        with contextlib.suppress(DeviceAgentError):
+            db.close()
+
+
+def _open_keyring(db: Database, kek: KeyEncryptionKey) -> tuple[bytes, Keyring] | None:
+    try:
+        meta = {str(name): value for name, value in db.query("SELECT name, value FROM meta")}
+        store_id, check = meta.get("store_id"), meta.get("kek_check")
+        if (
+            not isinstance(store_id, bytes)
+            or not isinstance(check, bytes)
+            or not kek.matches(check, store_id)
+        ):
+            return None
+        ring = Keyring(db, kek, store_id, seal_limit=_crypto.DEFAULT_SEAL_LIMIT)
+        ring.load()
+    except DeviceAgentError:
+        return None
+    return store_id, ring
+
+
+def _one(
+    ring: Keyring, store_id: bytes, raw: tuple[object, ...], now: float, report: SalvageReport
+) -> Salvaged | None:
+    try:
+        row = _records.parse(raw)
+        value = _records.open_row(ring, store_id, row)
+    except DeviceAgentError:
+        report.unreadable += 1
+        return None
+    if row.expired(now):
+        return None
+    report.salvaged += 1
+    return Salvaged(row.namespace, row.kind, row.key, row.seq, row.created, row.expires, value)
