@@ -92,6 +92,10 @@ class Sqlite3Driver:
         self._connection = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
+        # A damaged row may hold invalid UTF-8 where text belongs. The default factory would fail the whole
+        # statement with the raw bytes in its message; this keeps them (as surrogates) for the row checks,
+        # which turn them into an IntegrityError about that one row.
+        self._connection.text_factory = _lenient_text
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
         cursor = self._connection.execute(sql, params)
@@ -114,6 +118,10 @@ class Sqlite3Driver:
         if code == sqlite3.SQLITE_IOERR:
             return "io"
         return "other"
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 class Database:

@@ -37,6 +37,7 @@ from device_agent.store._model import (
     NamespacePolicy,
     StoreEvent,
     check_namespace,
+    printable_namespace,
 )
 from device_agent.store._salvage import Salvaged, SalvageReport, salvage
 
@@ -246,12 +247,14 @@ class StoreBase:
         keyring = Keyring(db, kek, store_id, self._seal_limit)
         try:
             malformed = keyring.load()
-            usage = {}
+            usage: dict[str, tuple[int, int]] = {}
             for ns, count, size in db.query(
                 "SELECT namespace, count(*), coalesce(sum(length(sealed)), 0) FROM records GROUP BY namespace"
             ):
-                if isinstance(ns, str):
-                    usage[ns] = (int(count), int(size) - int(count) * _crypto.OVERHEAD)
+                name = printable_namespace(ns)
+                previous = usage.get(name, (0, 0))
+                value_bytes = int(size) - int(count) * _crypto.OVERHEAD
+                usage[name] = (previous[0] + int(count), previous[1] + value_bytes)
             issued = db.scalar("SELECT seq FROM sqlite_sequence WHERE name = 'records'")
             highest = db.scalar("SELECT max(seq) FROM records")
         except IntegrityError as error:

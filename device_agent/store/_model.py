@@ -82,6 +82,17 @@ def check_namespace(namespace: object) -> str:
     return namespace
 
 
+DAMAGED_NAMESPACE = "<damaged>"
+
+
+def printable_namespace(value: object) -> str:
+    """`value` if it is a valid namespace, else a placeholder: a damaged row's name is never echoed."""
+    try:
+        return check_namespace(value)
+    except InvalidInputError:
+        return DAMAGED_NAMESPACE
+
+
 def check_key(key: object) -> str:
     if not isinstance(key, str) or not key or "\x00" in key:
         raise InvalidInputError("a key is a non-empty string without NUL characters")

@@ -40,6 +40,7 @@ from device_agent.store._model import (
     check_namespace,
     check_ttl,
     check_value,
+    printable_namespace,
 )
 
 logger = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ class Store(StoreBase):
                         row = _records.parse(raw)
                         value = _records.open_row(self._keyring, self._store_id, row)
                     except IntegrityError:
-                        self._integrity_failed(str(raw[1]), raw[0], "reencrypt")
+                        self._integrity_failed(printable_namespace(raw[1]), raw[0], "reencrypt")
                         bad.append(raw[0])
                         continue
                     key_id, sealed = _records.seal_row(
@@ -377,11 +378,11 @@ class Store(StoreBase):
         for seq in seqs:
             rows = self._db.query("SELECT namespace, length(sealed) FROM records WHERE seq = ?", (seq,))
             self._db.query("DELETE FROM records WHERE seq = ?", (seq,))
-            if rows and isinstance(rows[0][0], str):
-                size = max(0, int(rows[0][1] or 0) - _crypto.OVERHEAD)
-                self._account(rows[0][0], -1, -size)
-                self._count(rows[0][0], "dropped_records", 1)
-                self._count(rows[0][0], "dropped_bytes", size)
+            if rows and isinstance(rows[0][1], int):
+                size = max(0, rows[0][1] - _crypto.OVERHEAD)
+                self._account(printable_namespace(rows[0][0]), -1, -size)
+                self._count(printable_namespace(rows[0][0]), "dropped_records", 1)
+                self._count(printable_namespace(rows[0][0]), "dropped_bytes", size)
 
     def _over(self, ns: str, size: int, policy: NamespacePolicy) -> bool:
         count, total = self._usage.get(ns, (0, 0))
@@ -437,9 +438,8 @@ class Store(StoreBase):
         self._db.query(f"DELETE FROM records WHERE {where}", params)  # noqa: S608
         purged = 0
         for name, count, size in groups:
-            if isinstance(name, str):
-                self._account(name, -count, -(size - count * _crypto.OVERHEAD))
-                self._count(name, "expired", count)
+            self._account(printable_namespace(name), -count, -(size - count * _crypto.OVERHEAD))
+            self._count(printable_namespace(name), "expired", count)
             purged += count
         return int(purged)
 

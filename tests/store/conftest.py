@@ -1,0 +1,69 @@
+"""Fixtures for the store engine tests: a private directory, a settable clock, a fixed KEK."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_agent.store import SecretKekSource, Store
+
+SECRET = b"0123456789abcdef-test-secret-for-the-kek"
+
+
+class Clock:
+    """Wall-clock seconds the test moves by hand (records outlive processes, so the store uses wall time)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def open_store(store_dir: Path, clock: Clock) -> Iterator[Any]:
+    """`open_store(**options)` opens a store in `store_dir` with the test clock; all are closed at the end."""
+    opened: list[Store] = []
+
+    def make(**options: Any) -> Store:
+        options.setdefault("clock", clock)
+        directory = options.pop("directory", store_dir)
+        store = Store.open(directory, **options)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def secret_kek() -> SecretKekSource:
+    return SecretKekSource(lambda: SECRET)
+
+
+@contextlib.contextmanager
+def raw_db(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection for editing a closed store's file the way an attacker would (committed on exit)."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield connection
+    finally:
+        connection.close()
