@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -36,7 +37,9 @@ BUSY_TIMEOUT = 5.0
 # integrity_check stops after this many problems: one is enough to decide, the rest only costs time.
 _INTEGRITY_ROWS = 8
 
-ErrorKind = Literal["corrupt", "full", "io", "other"]
+ErrorKind = Literal["corrupt", "full", "io", "busy", "access", "other"]
+# Errors of the environment, not of the file's content: never a reason to move a store aside.
+_ENVIRONMENT_ERRNO: dict[str, int] = {"busy": errno.EBUSY, "access": errno.EACCES}
 Row = tuple[Any, ...]
 
 _SCHEMA = (
@@ -62,6 +65,14 @@ _SCHEMA = (
     "CREATE INDEX records_namespace ON records(namespace, seq)",
     "CREATE INDEX records_expires ON records(expires) WHERE expires IS NOT NULL",
 )
+
+
+class DatabaseFailureError(StorageError):
+    """A driver error that is neither I/O, space, locking nor access: our SQL or the file's content.
+
+    At open, where the SQL is fixed and known good, it means the file is damaged (a flipped header byte
+    gives "unsupported file format", a flipped schema byte "no such column").
+    """
 
 
 class CorruptStoreError(Exception):
@@ -108,6 +119,9 @@ class Sqlite3Driver:
         self._connection.close()
 
     def classify(self, error: BaseException) -> ErrorKind | None:
+        if isinstance(error, UnicodeDecodeError):
+            # sqlite3 cannot decode SQLite's own message when it quotes damaged text (a corrupt schema).
+            return "corrupt"
         if not isinstance(error, sqlite3.Error):
             return None
         code = getattr(error, "sqlite_errorcode", 0) & 0xFF
@@ -117,6 +131,12 @@ class Sqlite3Driver:
             return "full"
         if code == sqlite3.SQLITE_IOERR:
             return "io"
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return "busy"
+        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY):
+            return "access"
+        if code == sqlite3.SQLITE_NOMEM:
+            return "access"
         return "other"
 
 
@@ -196,7 +216,9 @@ class Database:
             name = type(error).__name__
             if kind == "corrupt":
                 logger.warning("store.corrupt", extra={"path": str(self.path), "error": name})
-                raise IntegrityError(f"{self.path}: the store file is corrupt") from error
+                corrupt = IntegrityError(f"{self.path}: the store file is corrupt")
+                # A decoding error holds the damaged bytes themselves: they do not travel on.
+                raise corrupt from (None if isinstance(error, UnicodeError) else error)
             if kind == "full":
                 raise StorageError(f"{self.path}: no space left", errno_value=errno.ENOSPC) from error
             if kind == "io":
@@ -208,7 +230,11 @@ class Database:
                 raise StorageError(
                     f"{self.path}: I/O error; the store is closed", errno_value=errno.EIO
                 ) from error
-            raise StorageError(f"{self.path}: database error ({name})") from error
+            if kind in _ENVIRONMENT_ERRNO:
+                raise StorageError(
+                    f"{self.path}: database unavailable ({name})", errno_value=_ENVIRONMENT_ERRNO[kind]
+                ) from error
+            raise DatabaseFailureError(f"{self.path}: database error ({name})") from error
 
 
 def connect(factory: DriverFactory, path: Path) -> Database:
@@ -254,7 +280,7 @@ def check(db: Database) -> bool:
         application_id = db.scalar("PRAGMA application_id")
         version = db.scalar("PRAGMA user_version")
         tables = db.scalar("SELECT count(*) FROM sqlite_schema")
-    except IntegrityError as error:
+    except (IntegrityError, DatabaseFailureError) as error:
         raise CorruptStoreError("unreadable database") from error
     if application_id == 0 and version == 0 and tables == 0:
         return False
@@ -262,7 +288,27 @@ def check(db: Database) -> bool:
         raise CorruptStoreError("not a device-agent store")
     if version != SCHEMA_VERSION:
         raise CorruptStoreError(f"unsupported store format {version}")
+    # integrity_check does not read the schema's text: a flipped bit in it renames a column and every
+    # query fails. The schema must be exactly the one this version creates.
+    try:
+        schema = set(db.query("SELECT type, name, tbl_name, sql FROM sqlite_schema"))
+    except (IntegrityError, DatabaseFailureError) as error:
+        raise CorruptStoreError("unreadable schema") from error
+    if schema != expected_schema():
+        raise CorruptStoreError("schema does not match")
     return True
+
+
+@functools.cache
+def expected_schema() -> frozenset[Row]:
+    """The `sqlite_schema` rows of a new store, made once in memory."""
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for statement in _SCHEMA:
+            connection.execute(statement)
+        return frozenset(connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema"))
+    finally:
+        connection.close()
 
 
 def create_schema(db: Database, meta: dict[str, bytes], first_seq: int) -> None:

@@ -200,7 +200,7 @@ class StoreBase:
             try:
                 _db.configure(db)
                 existing = _db.check(db)
-            except IntegrityError as error:
+            except (IntegrityError, _db.DatabaseFailureError) as error:
                 raise CorruptStoreError("unreadable database") from error
             if not existing and not new_file:
                 raise CorruptStoreError("store file has no content")
@@ -230,7 +230,7 @@ class StoreBase:
     def _identify(db: Database, kek: KeyEncryptionKey) -> bytes:
         try:
             meta = {str(name): value for name, value in db.query("SELECT name, value FROM meta")}
-        except IntegrityError as error:
+        except (IntegrityError, _db.DatabaseFailureError) as error:
             raise CorruptStoreError("unreadable metadata") from error
         store_id, check = meta.get("store_id"), meta.get("kek_check")
         if (
@@ -257,7 +257,7 @@ class StoreBase:
                 usage[name] = (previous[0] + int(count), previous[1] + value_bytes)
             issued = db.scalar("SELECT seq FROM sqlite_sequence WHERE name = 'records'")
             highest = db.scalar("SELECT max(seq) FROM records")
-        except IntegrityError as error:
+        except (IntegrityError, _db.DatabaseFailureError) as error:
             raise CorruptStoreError("unreadable records") from error
         if malformed:
             logger.warning("store.data_keys_malformed", extra={"keys": malformed})
