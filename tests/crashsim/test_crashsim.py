@@ -171,6 +171,61 @@ def test_synchronous_off_loses_acknowledged_records(tmp_path: Path):
     assert lost, "a missing fsync went unseen"
 
 
+def setup_rollback_table(root: Path) -> None:
+    connection = sqlite3.connect(root / DB)
+    try:
+        connection.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def survey(recording: crashsim.Recording, parent: Path) -> tuple[int, list[CrashImage], list[CrashImage]]:
+    """(images, those that lose an acknowledged record, those that fail integrity or alter a record)."""
+    images, lost, damaged = 0, [], []
+    for image in recording.crash_images(seed=SEED, exploration=Exploration(random=2, torn=2)):
+        images += 1
+        verdict = judge(image, parent)
+        if any(problem.startswith("acknowledged records lost") for problem in verdict.problems):
+            lost.append(image)
+        if verdict.integrity != ["ok"] or any(
+            problem.startswith("records altered") for problem in verdict.problems
+        ):
+            damaged.append(image)
+    return images, lost, damaged
+
+
+def test_wal_normal_may_lose_the_last_commits_but_never_corrupts(tmp_path: Path):
+    """pragma.html: in WAL mode NORMAL "might roll back following a power loss", and stays consistent."""
+    recording = crashsim.record(writer("NORMAL", records=24), setup=setup_table)
+    images, lost, damaged = survey(recording, tmp_path)
+    print(f"WAL+NORMAL: {images} images, {len(lost)} lose acknowledged records, {len(damaged)} damaged")
+    assert lost
+    assert damaged == [], damaged[0].label if damaged else ""
+
+
+def test_rollback_journal_needs_extra_not_full(tmp_path: Path):
+    """pragma.html: EXTRA also syncs the directory after the journal is unlinked to commit in DELETE mode.
+    With FULL, the deletion of the journal may not survive: the hot journal comes back and rolls back a commit
+    that was acknowledged. The directory model must find exactly that, and nothing with EXTRA."""
+    full = crashsim.record(writer("FULL", records=16, journal="DELETE"), setup=setup_rollback_table)
+    images, lost, damaged = survey(full, tmp_path)
+    print(f"DELETE+FULL: {images} images, {len(lost)} lose acknowledged records, {len(damaged)} damaged")
+    assert lost
+    assert damaged == []
+    journal = f"{DB}-journal"
+    for image in lost:  # every loss is a journal whose unlink did not reach the disk
+        assert journal in image.point.uncertain_names, image.label
+        assert journal not in image.plan.new_names, image.label
+        assert journal in image.files, image.label
+
+    extra = crashsim.record(writer("EXTRA", records=16, journal="DELETE"), setup=setup_rollback_table)
+    images, lost, damaged = survey(extra, tmp_path)
+    print(f"DELETE+EXTRA: {images} images, {len(lost)} lose acknowledged records, {len(damaged)} damaged")
+    assert lost == []
+    assert damaged == []
+
+
 def multi_frame_commit_point(recording: crashsim.Recording) -> crashsim.CrashPoint:
     """The first sync of the WAL with a commit of three or more frames pending."""
     for point in recording.points(CrashPoints(acks=False, end=False)):
@@ -298,6 +353,10 @@ def test_the_driver_runs_sql_in_autocommit_and_classifies_errors(tmp_path: Path)
         assert probe.classify(apsw.NotADBError()) == "corrupt"
         assert probe.classify(apsw.FullError()) == "full"
         assert probe.classify(apsw.IOError()) == "io"
+        assert probe.classify(apsw.BusyError()) == "busy"
+        assert probe.classify(apsw.CantOpenError()) == "access"
+        assert probe.classify(apsw.ConstraintError()) == "other"
+        assert probe.classify(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "damaged")) == "corrupt"
         assert probe.classify(ValueError()) is None
     finally:
         probe.close()

@@ -2,7 +2,7 @@
 
 The seam is structural, so nothing here imports the store: `execute(sql, params)` yields rows as tuples and
 runs in autocommit (the caller issues BEGIN and COMMIT itself, as with `sqlite3`'s `isolation_level=None`),
-`close()`, and `classify(error)` that sorts this driver's exceptions into corrupt / full / io / other.
+`close()`, and `classify(error)` that sorts this driver's exceptions into the engine's kinds of failure.
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ from typing import Any, Literal
 
 import apsw
 
-ErrorKind = Literal["corrupt", "full", "io", "other"]
+# The store's `_db.ErrorKind`, kept in step by hand (the devkit does not import the engine).
+ErrorKind = Literal["corrupt", "full", "io", "busy", "access", "other"]
+_KINDS: tuple[tuple[tuple[type[apsw.Error], ...], ErrorKind], ...] = (
+    ((apsw.CorruptError, apsw.NotADBError, apsw.FormatError), "corrupt"),
+    ((apsw.FullError,), "full"),
+    ((apsw.IOError,), "io"),
+    ((apsw.BusyError, apsw.LockedError), "busy"),
+    ((apsw.CantOpenError, apsw.PermissionsError, apsw.ReadOnlyError, apsw.NoMemError), "access"),
+)
 Row = tuple[Any, ...]
 
 
@@ -38,12 +46,11 @@ class ApswDriver:
         self._connection.close()
 
     def classify(self, error: BaseException) -> ErrorKind | None:
+        if isinstance(error, UnicodeDecodeError):
+            return "corrupt"  # damaged TEXT (or a message quoting it) that cannot be decoded
         if not isinstance(error, apsw.Error):
             return None
-        if isinstance(error, apsw.CorruptError | apsw.NotADBError | apsw.FormatError):
-            return "corrupt"
-        if isinstance(error, apsw.FullError):
-            return "full"
-        if isinstance(error, apsw.IOError):
-            return "io"
+        for types, kind in _KINDS:
+            if isinstance(error, types):
+                return kind
         return "other"
