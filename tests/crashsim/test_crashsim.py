@@ -42,7 +42,10 @@ from device_agent.devkit.crashsim import (
 logger = logging.getLogger(__name__)
 
 DB = "db.sqlite"
-RECORDS = 40
+RECORDS = 100
+# Per crash point: every apply/drop subset up to 4 pending writes, else every in-order prefix (at most 16),
+# 6 torn writes and 8 random mixes (reordered, torn, scrambled, names kept or lost). About 3,000 images, 8 s.
+THOROUGH = Exploration(exhaustive_limit=4, prefixes=16, torn=6, random=8)
 SEED = 20240611
 
 
@@ -135,7 +138,7 @@ def test_wal_full_keeps_every_acknowledged_record_at_every_sync_point(tmp_path: 
     images = 0
     fates: Counter[str] = Counter()
     failures: list[str] = []
-    for image in recording.crash_images(seed=SEED):
+    for image in recording.crash_images(seed=SEED, exploration=THOROUGH):
         images += 1
         fates.update(outcome.fate.value for outcome in image.plan.outcomes.values())
         verdict = judge(image, tmp_path)
@@ -155,7 +158,7 @@ def test_wal_full_keeps_every_acknowledged_record_at_every_sync_point(tmp_path: 
 
 def test_synchronous_off_loses_acknowledged_records(tmp_path: Path):
     """The same workload without fsyncs: the simulator must find images that lose what was acknowledged."""
-    recording = crashsim.record(writer("OFF"), setup=setup_table)
+    recording = crashsim.record(writer("OFF", records=40), setup=setup_table)
     assert recording.syncs == 0
     lost: list[str] = []
     corrupt: list[str] = []
@@ -276,6 +279,19 @@ def test_torn_wal_writes_sampled_everywhere_are_never_applied(tmp_path: Path):
         verdict = judge(image, tmp_path)
         assert verdict.problems == [], image.label
     assert checked >= 16
+
+
+def test_run_workload_yields_checkable_images_and_leaves_no_vfs_behind(tmp_path: Path):
+    images = list(crashsim.run_workload(writer("FULL", records=3), seed=7, setup=setup_table))
+    assert len({image.point.number for image in images}) >= 6  # 3 commits: a sync and an ack each, at least
+    assert images[-1].acknowledged == (0, 1, 2)
+    for image in images:
+        assert judge(image, tmp_path).problems == [], image.label
+    assert not [name for name in apsw.vfs_names() if name.startswith("crashsim-")]
+    again = [
+        image.label for image in crashsim.run_workload(writer("FULL", records=3), seed=7, setup=setup_table)
+    ]
+    assert again == [image.label for image in images]  # the same seed, the same images
 
 
 # --- the model itself --------------------------------------------------------------------------------------

@@ -14,8 +14,11 @@ How it is used::
         with materialised(image) as directory:     # the files a reboot would find, in a temporary directory
             ...                                    # reopen with sqlite3 or APSW; check image.acknowledged
 
-The store's engine plugs in through its SQL seam: `Store.open(..., driver=session.driver_factory())`
-gives it `ApswDriver`s (execute/close/classify over an APSW connection) opened through the recording VFS.
+The store's engine plugs in through its SQL seam, `device_agent.store._db.DriverFactory` (a callable
+`Path -> Driver`; a `Driver` has `execute(sql, params) -> Iterator[tuple]` in autocommit, `close()` and
+`classify(error)`): `Store.open(directory, driver=session.driver_factory())` gives it `ApswDriver`s opened
+through the recording VFS. `Recording.crash_images` and `Recording.image` give finer control than
+`run_workload` (a chosen point, a hand-made `Plan`).
 
 The model of a power loss
 -------------------------
@@ -42,7 +45,8 @@ What is not modelled
 - The `-shm` wal-index: never in an image. It is memory-mapped, not written through xWrite, and the first
   connection after a reboot rebuilds it from the WAL (a stale one on disk would be discarded the same way).
 - I/O outside SQLite (key files, renames done by the store in Python) is not seen; do it in `setup`, or
-  accept that the image holds its state from before recording. Renames are not modelled at all.
+  accept that the image holds its state from before recording. Renames are not modelled at all, and
+  directories themselves are taken to exist (only the names of recorded files inside them can be lost).
 - Writes within one 512-byte piece are atomic (the base VFS claims SQLITE_IOCAP_POWERSAFE_OVERWRITE, so
   SQLite relies on a write never damaging bytes outside its range; torn pieces and noise stay inside it).
 - A deleted file's ghost has its last synced content only, not its unsynced writes.
