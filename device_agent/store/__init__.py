@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from device_agent.store._keys import KekSource, KeyEncryptionKey, KeyFile, SecretKekSource
 from device_agent.store._lifecycle import DEFAULT_NAME, KEY_FILE_NAME
+from device_agent.store._maintenance import Reencryption
 from device_agent.store._model import NamespacePolicy, NamespaceStats, Overflow, StoreEvent, StoreStats
-from device_agent.store.engine import Reencryption, Store
+from device_agent.store.engine import Store
 
 __all__ = [
     "DEFAULT_NAME",

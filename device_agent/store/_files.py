@@ -37,18 +37,17 @@ def precreate(path: Path, *, io: FileIO | None = None) -> bool:
     """Create (0600) or check the database and its -wal/-shm; True if the database file was new.
 
     An existing file must be ours, regular, not a link, with no group or other bits (`UnsafeFileError`).
+    A file made here has its directory entry synced: SQLite does not sync the directory for a WAL it
+    finds already there, and a commit in a WAL whose name did not survive a power cut would be lost.
     """
     fs = io if io is not None else OS_FILE_IO
-    new = False
-    for index, file in enumerate(database_files(path)):
-        if index == 0:
-            try:
-                fs.lstat(file)
-            except FileNotFoundError:
-                new = True
+    created = [not _exists(fs, file) for file in database_files(path)]
+    for file in database_files(path):
         fd = open_private(file, create=True, io=fs)
         fs.close(fd)
-    return new
+    if any(created):
+        _sync_dir(fs, path.parent)
+    return created[0]
 
 
 def stamp(now: float) -> str:

@@ -23,14 +23,13 @@ salvaged and replaced (see `_lifecycle`). An I/O error closes the handle; reopen
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 from device_agent.errors import IntegrityError, NotFoundError, StorageError
-from device_agent.store import _crypto, _db, _files, _records
-from device_agent.store._lifecycle import StoreBase
+from device_agent.store import _crypto, _db, _records
+from device_agent.store._maintenance import SELECT, Maintenance
 from device_agent.store._model import (
     NamespacePolicy,
     NamespaceStats,
@@ -46,18 +45,6 @@ from device_agent.store._model import (
 logger = logging.getLogger(__name__)
 
 _DROP_CHUNK = 64
-_SELECT = f"SELECT {_records.COLUMNS} FROM records"  # noqa: S608 - constant column list
-# Records sealed under a key that is no longer its namespace's active one.
-_STALE = "key_id NOT IN (SELECT key_id FROM data_keys WHERE active = 1)"
-
-
-@dataclasses.dataclass(frozen=True)
-class Reencryption:
-    """One step of re-encryption: records moved to the active keys, and whether a full pass just ended."""
-
-    records: int
-    complete: bool
-    retired_key_ids: tuple[int, ...] = ()
 
 
 class _RejectedError(Exception):
@@ -66,7 +53,7 @@ class _RejectedError(Exception):
         self.reason = reason
 
 
-class Store(StoreBase):
+class Store(Maintenance):
     """An open store; make one with `Store.open` (see `StoreBase.open` for the options)."""
 
     # ---- keyed records -------------------------------------------------------------------------------
@@ -93,7 +80,7 @@ class Store(StoreBase):
         """The value under `key`; `NotFoundError` if absent or expired, `IntegrityError` if tampered with."""
         ns, name = check_namespace(namespace), check_key(key)
         with self._lock:
-            rows = self._db.query(f"{_SELECT} WHERE namespace = ? AND key = ?", (ns, name))
+            rows = self._db.query(f"{SELECT} WHERE namespace = ? AND key = ?", (ns, name))
             if not rows:
                 raise NotFoundError(f"namespace {ns} has no key {name!r}")
             try:
@@ -158,7 +145,7 @@ class Store(StoreBase):
         bad: list[int] = []
         total = 0
         with self._lock:
-            query = f"{_SELECT} WHERE namespace = ? AND kind = ? AND (expires IS NULL OR expires > ?)"
+            query = f"{SELECT} WHERE namespace = ? AND kind = ? AND (expires IS NULL OR expires > ?)"
             query += " ORDER BY seq"
             with contextlib.closing(self._db.rows(query, (ns, _crypto.KIND_QUEUE, self._clock()))) as rows:
                 for raw in rows:
@@ -198,114 +185,12 @@ class Store(StoreBase):
                 self._account(ns, -count, -(size - count * _crypto.OVERHEAD))
         return int(count)
 
-    # ---- expiry, rotation, erase ---------------------------------------------------------------------
+    # ---- expiry --------------------------------------------------------------------------------------
 
     def purge_expired(self) -> int:
         """Delete every expired record now; returns how many (reads already hide them)."""
         with self._lock, self._write():
             return self._purge(self._clock(), None)
-
-    def rotate(self, namespace: str | None = None) -> dict[str, int]:
-        """Make a new data key active for `namespace` (or every namespace); returns the new key ids.
-
-        Records sealed before stay readable under their old key until `reencrypt` moves them.
-        """
-        with self._lock, self._write():
-            now = self._clock()
-            if namespace is not None:
-                targets = [check_namespace(namespace)]
-            else:
-                targets = sorted(self._keyring.namespaces() | set(self._usage))
-            return {ns: self._keyring.create(ns, now) for ns in targets}
-
-    def pending_reencryption(self) -> int:
-        """How many records are sealed under a key that is no longer active."""
-        with self._lock:
-            return int(
-                self._db.scalar(
-                    f"SELECT count(*) FROM records WHERE {_STALE}"  # noqa: S608 - constant
-                )
-            )
-
-    def reencrypt(self, batch_size: int = 256) -> Reencryption:
-        """Move up to `batch_size` records to their namespace's active key, in one transaction.
-
-        Idempotent and safe to interrupt: each batch commits whole or not at all, and an old key is deleted
-        only at the end of a pass, once no record uses it. Call it until `complete`.
-        """
-        check_count(batch_size, "batch_size", minimum=1)
-        with self._lock:
-            rows = self._db.query(
-                f"{_SELECT} WHERE seq > ? AND {_STALE} ORDER BY seq LIMIT ?",
-                (self._reencrypt_cursor, batch_size),
-            )
-            moved, bad, retired = 0, [], []
-            with self._write():
-                for raw in rows:
-                    try:
-                        row = _records.parse(raw)
-                        value = _records.open_row(self._keyring, self._store_id, row)
-                    except IntegrityError:
-                        self._integrity_failed(printable_namespace(raw[1]), raw[0], "reencrypt")
-                        bad.append(raw[0])
-                        continue
-                    key_id, sealed = _records.seal_row(
-                        self._keyring,
-                        self._store_id,
-                        seq=row.seq,
-                        namespace=row.namespace,
-                        kind=row.kind,
-                        key=row.key,
-                        created=row.created,
-                        expires=row.expires,
-                        value=value,
-                    )
-                    self._db.query(
-                        "UPDATE records SET key_id = ?, sealed = ? WHERE seq = ?", (key_id, sealed, row.seq)
-                    )
-                    moved += 1
-                self._discard(bad)
-                complete = len(rows) < batch_size
-                if complete:
-                    retired = self._keyring.retire_unused()
-            self._reencrypt_cursor = 0 if complete else int(rows[-1][0])
-        return Reencryption(moved, complete, tuple(retired))
-
-    def reencrypt_all(self, batch_size: int = 256) -> int:
-        """Run `reencrypt` until a pass completes; returns how many records moved."""
-        total = 0
-        while True:
-            step = self.reencrypt(batch_size)
-            total += step.records
-            if step.complete:
-                return total
-
-    def erase_namespace(self, namespace: str) -> None:
-        """Crypto-erase `namespace`: its data keys and records go in one transaction; the WAL is truncated."""
-        ns = check_namespace(namespace)
-        with self._lock:
-            with self._write():
-                self._db.query("DELETE FROM data_keys WHERE namespace = ?", (ns,))
-                self._db.query("DELETE FROM records WHERE namespace = ?", (ns,))
-                self._keyring.forget(ns)
-                self._usage.pop(ns, None)
-            self._checkpoint()
-            logger.warning("store.namespace_erased", extra={"namespace": ns})
-
-    def erase_all(self) -> None:
-        """Crypto-erase the store: every data key, then the KEK, then the files. The store is closed after."""
-        with self._lock:
-            with self._write():
-                self._db.query("DELETE FROM data_keys")
-                self._db.query("DELETE FROM records")
-                self._keyring.forget(None)
-                self._usage.clear()
-            self._checkpoint()
-            self._db.close()
-            self._kek_source.destroy()
-            _files.remove_database(self._path)
-            _files.prune_corrupt(self._path.parent, self._side_names(), keep=0)
-            logger.warning("store.erased", extra={"path": str(self._path)})
 
     # ---- observation ---------------------------------------------------------------------------------
 
@@ -373,17 +258,6 @@ class Store(StoreBase):
         self._account(ns, -1, -(int(rows[0][1]) - _crypto.OVERHEAD))
         return True
 
-    def _discard(self, seqs: Sequence[int]) -> None:
-        """Delete rows that failed authentication (inside a transaction); counted as dropped."""
-        for seq in seqs:
-            rows = self._db.query("SELECT namespace, length(sealed) FROM records WHERE seq = ?", (seq,))
-            self._db.query("DELETE FROM records WHERE seq = ?", (seq,))
-            if rows and isinstance(rows[0][1], int):
-                size = max(0, rows[0][1] - _crypto.OVERHEAD)
-                self._account(printable_namespace(rows[0][0]), -1, -size)
-                self._count(printable_namespace(rows[0][0]), "dropped_records", 1)
-                self._count(printable_namespace(rows[0][0]), "dropped_bytes", size)
-
     def _over(self, ns: str, size: int, policy: NamespacePolicy) -> bool:
         count, total = self._usage.get(ns, (0, 0))
         return (policy.max_records is not None and count + 1 > policy.max_records) or (
@@ -442,9 +316,3 @@ class Store(StoreBase):
             self._count(printable_namespace(name), "expired", count)
             purged += count
         return int(purged)
-
-    def _checkpoint(self) -> None:
-        """Fold the WAL into the database and truncate it, so erased pages do not linger in the log."""
-        busy = self._db.query("PRAGMA wal_checkpoint(TRUNCATE)")
-        if busy and busy[0][0]:
-            logger.warning("store.checkpoint_incomplete", extra={"path": str(self._path)})
