@@ -133,11 +133,15 @@ class Sqlite3Driver:
             return "io"
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return "busy"
-        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY):
-            return "access"
-        if code == sqlite3.SQLITE_NOMEM:
+        # Out of memory joins access: the environment's fault, never the file's.
+        if code in _ACCESS_CODES:
             return "access"
         return "other"
+
+
+_ACCESS_CODES = frozenset(
+    (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_NOMEM)
+)
 
 
 def _lenient_text(data: bytes) -> str:
