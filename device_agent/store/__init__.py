@@ -6,6 +6,7 @@ hierarchy and key file, `_db` for the schema and the SQL seam, `_lifecycle` for 
 
 from __future__ import annotations
 
+from device_agent.store._db import Driver, DriverFactory, ErrorKind
 from device_agent.store._keys import KekSource, KeyEncryptionKey, KeyFile, SecretKekSource
 from device_agent.store._lifecycle import DEFAULT_NAME, KEY_FILE_NAME
 from device_agent.store._maintenance import Reencryption
@@ -15,6 +16,9 @@ from device_agent.store.engine import Store
 __all__ = [
     "DEFAULT_NAME",
     "KEY_FILE_NAME",
+    "Driver",
+    "DriverFactory",
+    "ErrorKind",
     "KekSource",
     "KeyEncryptionKey",
     "KeyFile",

@@ -58,7 +58,7 @@ What is not modelled
 from __future__ import annotations
 
 from device_agent.devkit.crashsim._disk import APPLY, DROP, DiskModel, Fate, Outcome, Pending, Plan
-from device_agent.devkit.crashsim._driver import ApswDriver, ErrorKind
+from device_agent.devkit.crashsim._driver import ApswDriver
 from device_agent.devkit.crashsim._events import (
     Ack,
     Adopt,
@@ -86,6 +86,7 @@ from device_agent.devkit.crashsim._run import (
     snapshot,
 )
 from device_agent.devkit.crashsim._vfs import Recorder, RecordingVFS
+from device_agent.store import ErrorKind
 
 __all__ = [
     "APPLY",

@@ -1,19 +1,20 @@
 """An APSW connection shaped like the store's SQL seam (`device_agent.store._db.Driver`), for crash tests.
 
-The seam is structural, so nothing here imports the store: `execute(sql, params)` yields rows as tuples and
-runs in autocommit (the caller issues BEGIN and COMMIT itself, as with `sqlite3`'s `isolation_level=None`),
-`close()`, and `classify(error)` that sorts this driver's exceptions into the engine's kinds of failure.
+The seam is structural: `execute(sql, params)` yields rows as tuples and runs in autocommit (the caller issues
+BEGIN and COMMIT itself, as with `sqlite3`'s `isolation_level=None`), `close()`, and `classify(error)` that
+sorts this driver's exceptions into the engine's kinds of failure (`device_agent.store.ErrorKind`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import apsw
 
-# The store's `_db.ErrorKind`, kept in step by hand (the devkit does not import the engine).
-ErrorKind = Literal["corrupt", "full", "io", "busy", "access", "other"]
+# The devkit may use the library (only the other direction is forbidden): one definition of the kinds.
+from device_agent.store import ErrorKind
+
 _KINDS: tuple[tuple[tuple[type[apsw.Error], ...], ErrorKind], ...] = (
     ((apsw.CorruptError, apsw.NotADBError, apsw.FormatError), "corrupt"),
     ((apsw.FullError,), "full"),
