@@ -1,0 +1,1 @@
+"""com.deviceagent.EncryptedStore: keeps the data key, serves namespaced records over pub/sub."""

@@ -1,0 +1,1 @@
+"""com.deviceagent.TelemetryPublisher: samples device metrics and delivers every one to IoT Core."""
