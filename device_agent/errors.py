@@ -10,7 +10,8 @@
     │   └── OperationNotSupportedError    the nucleus lacks the operation (fall back; waiting won't help)
     ├── TimedOutError (also TimeoutError) no answer in time (retry, or give up)
     ├── StorageError (also OSError)       durable file I/O failed: ENOSPC, fsync, permissions
-    │   └── UnsafeFileError               a path is a symlink, has the wrong owner or loose permissions
+    │   ├── UnsafeFileError               a path is a symlink, has the wrong owner or loose permissions
+    │   └── QuotaExceededError            a namespace's quota refuses new records (make room, or raise it)
     └── IntegrityError                    data failed an integrity check: never trust it
 
 Foreign errors (the SDK's, the OS's) are translated at the boundary with the cause chained, and no message
@@ -85,6 +86,13 @@ class StorageError(DeviceAgentError, OSError):
 
 class UnsafeFileError(StorageError):
     pass
+
+
+class QuotaExceededError(StorageError):
+    """A store namespace is full and its overflow policy is to reject new records."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, errno_value=errno.EDQUOT)
 
 
 class IntegrityError(DeviceAgentError):

@@ -1,0 +1,7 @@
+"""`python -m encrypted_store`: the component's entry point (the recipe's Run step)."""
+
+from device_agent.component import run_component
+from encrypted_store.component import EncryptedStore
+
+if __name__ == "__main__":
+    run_component(EncryptedStore)
