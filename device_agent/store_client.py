@@ -11,9 +11,11 @@ Every call waits at most `timeout` seconds and raises the library's errors: `Una
 store does not answer (not deployed, not running yet, restarting) or says it is busy, so callers fall
 back and retry with backoff; `NotAuthorizedError` when this component's recipe does not grant the
 namespace's topics; `NotFoundError`, `QuotaExceededError`, `IntegrityError` and `InvalidInputError` as the
-store answers. A request that timed out may still have been carried out: `append` is the one call that is
-not idempotent, so a caller that retries it accepts a possible duplicate (at-least-once), unless it resends
-with the same `request_id`, which the store answers from its replay cache without doing it twice.
+store answers. An unanswered request is resent with the same id until the timeout (a store that is starting
+misses what was published before it subscribed); the store answers a repeat from its replay cache, so
+nothing is done twice. A call that timed out may still have been carried out: `append` is the one call that
+is not idempotent, so a caller that retries it accepts a possible duplicate (at-least-once), unless it
+passes the same `request_id` again.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from device_agent.ipc_types import LocalMessage
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
+# Resend an unanswered request after 0.25 s, then 0.5, 1, 2, 2... until the call's timeout.
+RESEND_FIRST_SECONDS = 0.25
+RESEND_MAX_SECONDS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,12 +217,10 @@ class StoreClient:
         request_id = request_id or f"{self._prefix}-{next(self._ids)}"
         future: asyncio.Future[protocol.Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        document = protocol.request_document(request_id, op, **fields)
         try:
             async with asyncio.timeout(self.timeout):
-                await self._ipc.publish(
-                    self._request_topic, protocol.request_document(request_id, op, **fields)
-                )
-                response = await future
+                response = await self._send_until_answered(document, future)
         except TimeoutError:
             raise UnavailableError(
                 f"the store did not answer a {op.value} request for namespace {self.namespace} within"
@@ -230,6 +233,23 @@ class StoreClient:
         code = response.code or protocol.ErrorCode.INTERNAL
         error = _ERRORS.get(code, UnavailableError)
         raise error(f"store {op.value} on namespace {self.namespace}: {code.value}: {response.message}")
+
+    async def _send_until_answered(
+        self, document: dict[str, Any], future: asyncio.Future[protocol.Response]
+    ) -> protocol.Response:
+        """Publish, and publish the same request again while no answer comes (the caller bounds the wait).
+
+        Local pub/sub keeps nothing for a subscriber that is not there yet: a request sent while the store
+        starts or restarts is simply lost. Resending the same id is safe, because the store answers a
+        request it has already carried out from its replay cache.
+        """
+        wait = RESEND_FIRST_SECONDS
+        while True:
+            await self._ipc.publish(self._request_topic, document)
+            done, _ = await asyncio.wait({future}, timeout=wait)
+            if done:
+                return future.result()
+            wait = min(wait * 2, RESEND_MAX_SECONDS)
 
     def _on_response(self, message: LocalMessage) -> None:
         response = protocol.parse_response(message.payload)

@@ -67,13 +67,14 @@ class EncryptedStore(Component[StoreConfig]):
             max_value_bytes=config.max_value_bytes,
             on_event=self.relay.from_engine,
         )
-        if not await self.service.open():
-            ctx.set_health("DEGRADED", "store not open; retrying")
+        await self.service.open()
         await ctx.ipc.subscribe(protocol.REQUEST_FILTER, self._on_request)
 
     async def run(self, ctx: Context[StoreConfig]) -> None:
         service = self.service
         assert service is not None  # noqa: S101 - start() ran
+        if not service.is_open:  # said here: the runtime reports RUNNING once start() returns
+            ctx.set_health("DEGRADED", "store not open; retrying")
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._serve(ctx, service), name="store.serve")
