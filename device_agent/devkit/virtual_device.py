@@ -1,7 +1,9 @@
 """The main job: one virtual device running every component in `recipes/`, with a live status line each.
 
-When `recipes/` holds no recipe yet, it runs the example components in `examples/`. Without `--root` the
-device lives in a temporary directory that is removed at the end; with `--root DIR` its files are kept.
+The components are built first (`device_agent.devkit.build`, into `greengrass-build/`) and deployed from
+there, as `greengrass-cli deployment create --recipeDir --artifactDir` deploys them on a device. When
+`recipes/` holds no recipe yet, it runs the example components in `examples/`. Without `--root` the device
+lives in a temporary directory that is removed at the end; with `--root DIR` its files are kept.
 """
 
 from __future__ import annotations
@@ -14,21 +16,34 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from device_agent.devkit.build import BUILD_DIR, build_components
 from device_agent.devkit.deployment import DeploymentRequest
+from device_agent.devkit.errors import DevkitError
 from device_agent.devkit.nucleus import Nucleus, NucleusOptions
+from device_agent.devkit.recipes import RECIPE_SUFFIXES
+from device_agent.errors import DeviceAgentError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def _source(project: Path) -> tuple[Path, Path]:
-    """(recipe dir, artifact dir): the suite's recipes when there are any, else the examples."""
+@dataclass(frozen=True)
+class _Source:
+    recipe_dir: Path
+    artifact_dir: Path
+
+
+def _source(project: Path) -> _Source:
+    """The suite, built into greengrass-build/, when recipes/ has any recipe; else the examples."""
     suite = project / "recipes"
-    if suite.is_dir() and any(p.suffix in RECIPE_SUFFIXES for p in suite.iterdir()):
-        return suite, project / "greengrass-build" / "artifacts"
-    return project / "examples" / "recipes", project / "examples" / "artifacts"
+    if suite.is_dir() and any(p.suffix.lower() in RECIPE_SUFFIXES for p in suite.iterdir()):
+        out = project / BUILD_DIR
+        built = build_components(project, out)
+        print(f"built {len(built)} component{'' if len(built) == 1 else 's'} into {BUILD_DIR}/", flush=True)
+        return _Source(out / "recipes", out / "artifacts")
+    return _Source(project / "examples" / "recipes", project / "examples" / "artifacts")
 
 
 def _status_lines(nucleus: Nucleus, started: float) -> list[str]:
@@ -46,8 +61,8 @@ def _status_lines(nucleus: Nucleus, started: float) -> list[str]:
     return lines
 
 
-async def _run(args: argparse.Namespace, root: Path) -> int:
-    recipe_dir, artifact_dir = _source(args.project)
+async def _run(args: argparse.Namespace, source: _Source, root: Path) -> int:
+    recipe_dir, artifact_dir = source.recipe_dir, source.artifact_dir
     options = NucleusOptions(root=root, thing_name=args.thing_name, with_cli=True)
     async with Nucleus(options) as nucleus:
         nucleus.deployer.add_recipes(recipe_dir, artifact_dir)
@@ -88,10 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--thing-name", default="virtual-device-1")
     parser.add_argument("--project", type=Path, default=PROJECT_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        source = _source(args.project)
+    except (DevkitError, DeviceAgentError) as e:
+        print(f"build failed: {e}", file=sys.stderr)
+        return 1
     if args.root is not None:
-        return asyncio.run(_run(args, args.root))
+        return asyncio.run(_run(args, source, args.root))
     with tempfile.TemporaryDirectory(prefix="virtual-device-") as tmp:
-        return asyncio.run(_run(args, Path(tmp)))
+        return asyncio.run(_run(args, source, Path(tmp)))
 
 
 if __name__ == "__main__":
