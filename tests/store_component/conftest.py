@@ -75,4 +75,3 @@ class ClientHandle:
 @pytest.fixture
 def client() -> Callable[[VirtualDevice, str], ClientHandle]:
     return ClientHandle
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from encrypted_store.settings import StoreConfig
@@ -14,8 +15,9 @@ from device_agent.messages import EVENTS_TOPIC, heartbeat_topic
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "com.deviceagent.EncryptedStore.yaml"
 
 
-def load() -> dict:
-    return yaml.safe_load(RECIPE.read_text())
+def load() -> dict[str, Any]:
+    recipe: dict[str, Any] = yaml.safe_load(RECIPE.read_text())
+    return recipe
 
 
 def test_default_configuration_is_the_models_defaults():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -159,7 +160,7 @@ def validator(name: str):
 async def test_every_request_and_answer_matches_the_documented_schemas(service: StoreService):
     requests = validator("store-request.schema.json")
     responses = validator("store-response.schema.json")
-    script = [
+    script: list[tuple[str, Op, dict[str, Any]]] = [
         ("alpha", Op.PUT, {"key": "k", "value": value("v"), "ttlSeconds": 60}),
         ("alpha", Op.GET, {"key": "k"}),
         ("alpha", Op.GET, {"key": "absent"}),

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from device_agent.devkit.lifecycle import ComponentState
@@ -29,6 +33,7 @@ NAMESPACES = {
     "alpha": {"maxRecords": 3, "overflow": "reject"},
     "beta": {"maxRecords": 4, "overflow": "drop_oldest"},
     "short": {"ttlSeconds": 1.0},
+    "durable": {},
 }
 STORE_CONFIG = {"namespaces": NAMESPACES, "statsIntervalSeconds": 1.0, "maintenanceIntervalSeconds": 1.0}
 
@@ -275,3 +280,74 @@ async def test_a_secret_not_granted_degrades_the_store_without_a_crash_loop_unti
         while not (answer := await alpha.do("put", key="k", value="v", timeout=2.0))["ok"]:
             assert time.monotonic() < deadline, answer
             await asyncio.sleep(0.5)
+
+
+def store_process(device) -> psutil.Process:
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "encrypted_store" in proc.cmdline() and str(device.root) in proc.environ().get(
+                "STORE_DIRECTORY", ""
+            ):
+                return proc
+        except psutil.Error:
+            continue
+    raise AssertionError("no store process")
+
+
+async def test_kill_9_of_the_store_loses_no_acknowledged_record(
+    start_device, store_base: Path, client: Callable[..., ClientHandle]
+):
+    write_client(store_base, ALPHA, "durable")
+    async with start_device(store_base, update_config=store_update()) as device:
+        alpha = client(device, ALPHA)
+        await alpha.ready()
+        acknowledged: list[str] = []
+        killed: list[int] = []
+        for n in range(120):
+            if n in (30, 75):  # SIGKILL, twice: the nucleus restarts it (a third error would make it BROKEN)
+                victim = store_process(device).pid
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+            # The client resends while the store restarts; a request may still time out, and is then lost.
+            answer = await alpha.do("append", values=[f"record-{n}"], timeout=1.0)
+            if answer["ok"]:
+                acknowledged.append(f"record-{n}")
+            else:
+                assert answer["error"] == "UnavailableError", answer
+        deadline = time.monotonic() + 30
+        while not (read := await alpha.do("read", maxRecords=1000, timeout=2.0))["ok"]:
+            assert time.monotonic() < deadline
+        stored = [value for _, value in read["result"]]
+        assert set(acknowledged) <= set(stored)  # every acknowledged record survived
+        assert stored == sorted(stored, key=lambda v: int(v.split("-")[1]))  # and the queue kept its order
+        assert device.state(STORE) is ComponentState.RUNNING
+        assert store_process(device).pid not in killed  # it really was killed and restarted
+        assert len(acknowledged) >= 100
+
+
+async def test_a_tampered_record_is_refused_and_reported_as_an_integrity_event(
+    start_device, two_clients: Path, client: Callable[..., ClientHandle]
+):
+    async with start_device(two_clients, update_config=store_update()) as device:
+        alpha = client(device, ALPHA)
+        await alpha.ready()
+        await alpha.ok("put", key="k", value="the original")
+        database = next(p for p in (device.root / "work" / STORE / "store").iterdir() if p.suffix == ".db")
+        with sqlite3.connect(database) as db:  # an attacker with file access, beside the running store
+            tampered = "UPDATE records SET sealed = substr(sealed, 1, 20) || x'55' || substr(sealed, 22)"
+            db.execute(tampered + " WHERE key = 'k'")
+        answer = await alpha.do("get", key="k")
+        assert (answer["ok"], answer["error"]) == (False, "IntegrityError")
+        assert "the original" not in json.dumps(answer)
+        events = await device.wait_for_local("device-agent/events")
+        deadline = time.monotonic() + 15
+        while not any(r.message["event"] == "store.integrity_failed" for r in events):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+            events = device.local_messages("device-agent/events")
+        failure = next(r.message for r in events if r.message["event"] == "store.integrity_failed")
+        assert (failure["category"], failure["severity"], failure["details"]["namespace"]) == (
+            "integrity",
+            "critical",
+            "alpha",
+        )
