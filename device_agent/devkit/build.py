@@ -9,6 +9,9 @@ into `./greengrass-build/`. The layout is the one GDK and `greengrass-cli --reci
     <out>/recipes/<ComponentName>.yaml                              the recipe, byte for byte
     <out>/artifacts/<ComponentName>/<version>/<ComponentName>.zip   the component's package and device_agent
 
+`gdk component publish` then reads the recipe back as `greengrass-build/recipes/<ComponentName>.yaml`: GDK
+resolves the folder's `recipe.yaml` link and uses the target's file name (GDK 1.6.2, `GDKProject`).
+
 A component is a folder `components/<dir>/` holding a `gdk-config.json`, a `recipe.yaml` that is the relative
 symbolic link `../../recipes/<ComponentName>.yaml` (a recipe has one source) and one Python package. A folder
 whose recipe is not written yet is skipped by a full build; every recipe in `recipes/` needs its folder.
@@ -394,7 +397,6 @@ class _Invocation:
     project: Path
     out: Path
     names: tuple[str, ...] | None
-    gdk_folder: Path | None  # set when run from a component folder, as GDK's custom build runs it
 
 
 def _invocation(args: argparse.Namespace, cwd: Path) -> _Invocation:
@@ -406,11 +408,11 @@ def _invocation(args: argparse.Namespace, cwd: Path) -> _Invocation:
         if names is not None and set(names) != {name}:
             raise BuildError(f"{cwd / GDK_CONFIG}: this folder builds {name} only, not {', '.join(names)}")
         out = args.out if args.out is not None else cwd / BUILD_DIR
-        return _Invocation(cwd.parent.parent, out, (name,), cwd)
+        return _Invocation(cwd.parent.parent, out, (name,))
     project = args.project if args.project is not None else cwd
     if not (project / "components").is_dir() and not (project / "recipes").is_dir():
         raise BuildError(f"{project}: neither the project root nor a component folder ({GDK_CONFIG})")
-    return _Invocation(project, args.out if args.out is not None else project / BUILD_DIR, names, None)
+    return _Invocation(project, args.out if args.out is not None else project / BUILD_DIR, names)
 
 
 def _say(line: str) -> None:
@@ -437,8 +439,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = _invocation(args, cwd)
         found = discover(run.project)
         built = build_components(run.project, run.out, run.names)
-        if run.gdk_folder is not None:
-            _write_gdk_recipe(run.gdk_folder, built)
     except (DevkitError, DeviceAgentError) as e:
         sys.stderr.write(f"build failed: {e}\n")
         return 1
@@ -449,13 +449,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for u in found.unwritten:
             _say(f"skipped {u.name}: {_shown(u.recipe, cwd)} does not exist yet")
     return 0
-
-
-def _write_gdk_recipe(folder: Path, built: Sequence[BuiltComponent]) -> None:
-    """Also write the recipe under the folder's own recipe file name: `gdk component publish` reads that."""
-    [component] = built
-    link = next(folder / n for n in RECIPE_LINKS if (folder / n).is_symlink())
-    atomic_write(component.recipe.parent / link.name, component.recipe.read_bytes())
 
 
 if __name__ == "__main__":

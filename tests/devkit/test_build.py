@@ -527,10 +527,9 @@ def test_cli_in_a_component_folder_builds_it_into_its_greengrass_build(folder, m
         f"built {NAME} {VERSION}: greengrass-build/artifacts/{NAME}/{VERSION}/{NAME}.zip "
         f"({artifact.stat().st_size} bytes, {count} files)"
     )
-    # Both names: the suite's, and recipe.yaml, the one `gdk component publish` reads back.
-    recipe = (folder / "recipe.yaml").read_bytes()
-    assert (out / "recipes" / f"{NAME}.yaml").read_bytes() == recipe
-    assert (out / "recipes" / "recipe.yaml").read_bytes() == recipe
+    # The name `gdk component publish` reads back: GDK resolves recipe.yaml and keeps the target's name.
+    assert sorted(p.name for p in (out / "recipes").iterdir()) == [f"{NAME}.yaml"]
+    assert (out / "recipes" / f"{NAME}.yaml").read_bytes() == (folder / "recipe.yaml").read_bytes()
 
 
 def test_cli_in_a_component_folder_builds_only_that_component(folder, monkeypatch, capsys):
@@ -572,7 +571,7 @@ def test_scripts_build_works_as_gdks_custom_build_command(folder):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"built {NAME} {VERSION}: greengrass-build/artifacts/")
-    assert (folder / "greengrass-build" / "recipes" / "recipe.yaml").is_file()
+    assert (folder / "greengrass-build" / "recipes" / f"{NAME}.yaml").is_file()
     assert zip_names(folder / "greengrass-build" / "artifacts" / NAME / VERSION / f"{NAME}.zip") == sorted(
         SHIPPED_PACKAGE + SHIPPED_LIBRARY
     )
