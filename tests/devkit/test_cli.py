@@ -147,7 +147,11 @@ def test_virtual_device_main_job_runs_and_stops_by_itself(short_root):
         env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "com.example.Publisher" in proc.stdout
-    assert "RUNNING" in proc.stdout
-    assert (root / "logs" / "com.example.Publisher.log").exists()
-    assert any(r["topic"].endswith("/counter") for r in published(root))
+    # Every component of the suite (recipes/) was built, deployed and reached RUNNING.
+    suite = sorted(p.stem for p in (PROJECT / "recipes").glob("*.yaml"))
+    assert suite
+    for name in suite:
+        lines = [line for line in proc.stdout.splitlines() if line.strip().startswith(name)]
+        assert lines, f"{name} not shown"
+        assert "RUNNING" in lines[-1], lines[-1]
+        assert (root / "logs" / f"{name}.log").exists()
