@@ -88,8 +88,9 @@ class SequenceAllocator:
             return number
 
     async def _reserve(self) -> None:
+        """Persist one more block: after the current reservation, or from the next number if it is used up."""
         assert self._next is not None  # noqa: S101  (callers hold the lock after start)
-        reserved = self._next + self.block - 1
+        reserved = max(self._reserved, self._next - 1) + self.block
         if reserved > MAX_SEQUENCE:
             raise IntegrityError("sequence numbers exhausted")
         await self._store.save(_encode(reserved))
