@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from device_agent.errors import TimedOutError, UnavailableError
@@ -94,7 +94,8 @@ class MemoryState:
 
 
 class FakeIoTCore:
-    """Accepts payloads unless `down`, or for the next `fail_next` publishes."""
+    """Accepts payloads unless `down`, or for the next `fail_next` publishes. `after_accept(n)`, when set,
+    runs after the n-th payload was accepted (to lose the answer, or make things happen mid-publish)."""
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
@@ -102,10 +103,16 @@ class FakeIoTCore:
         self.fail_next = 0
         self.attempts = 0
         self.times: list[float] = []
-        self.clock: Any = None
+        self.clock: Callable[[], float] | None = None
+        self.after_accept: Callable[[int], Awaitable[None]] | None = None
+        self.hold: asyncio.Event | None = None  # when set, a publish waits for it before answering
+        self.holding = asyncio.Event()  # set while a publish waits on `hold`
 
     async def publish(self, payload: bytes) -> None:
         self.attempts += 1
+        if self.hold is not None:
+            self.holding.set()
+            await self.hold.wait()
         if self.down:
             raise UnavailableError("not connected")
         if self.fail_next:
@@ -114,6 +121,8 @@ class FakeIoTCore:
         self.payloads.append(payload)
         if self.clock is not None:
             self.times.append(self.clock())
+        if self.after_accept is not None:
+            await self.after_accept(len(self.payloads))
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -27,10 +27,12 @@ from tests.telemetry.schemas import telemetry_validator
 class Rig:
     """A spool wired to fakes; `sample()` makes the next record, as the component would each tick."""
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(
+        self, queue: MemoryQueue | None = None, iot: FakeIoTCore | None = None, **settings: Any
+    ) -> None:
         self.time = VirtualTime()
-        self.queue = MemoryQueue()
-        self.iot = FakeIoTCore()
+        self.queue = queue or MemoryQueue()
+        self.iot = iot or FakeIoTCore()
         self.iot.clock = self.time.clock
         self.usage = Usage(wall=self.time.wall, clock=self.time.clock)
         options: dict[str, Any] = {"cap": 100, "memory_cap": 50, "batch_size": 20, "max_age_seconds": None}
@@ -167,17 +169,12 @@ async def test_a_publish_whose_answer_is_lost_is_sent_again_with_the_same_seq():
     for _ in range(15):
         await rig.tick()
     rig.spool.set_connected(True)
-    accept = rig.iot.publish
-    calls = 0
 
-    async def accepted_then_timed_out(payload: bytes) -> None:
-        nonlocal calls
-        calls += 1
-        await accept(payload)
-        if calls == 1:
+    async def answer_lost_the_first_time(accepted: int) -> None:
+        if accepted == 1:
             raise TimedOutError("no PUBACK in time")
 
-    rig.sink._publish = accepted_then_timed_out
+    rig.iot.after_accept = answer_lost_the_first_time
     await rig.drain_all()
     seqs = backfilled_seqs(rig.iot)
     assert sorted(set(seqs)) == list(range(1, 16))
@@ -194,21 +191,17 @@ async def test_a_crash_between_publish_and_ack_redelivers_after_restart():
     for _ in range(10):
         await rig.tick()
     rig.spool.set_connected(True)
-    accept = rig.iot.publish
 
-    async def publish_then_store_dies(payload: bytes) -> None:
-        await accept(payload)
-        rig.queue.unavailable = True  # the process dies before the ack reaches the store
+    async def the_process_dies_before_the_ack(accepted: int) -> None:
+        rig.queue.unavailable = True
 
-    rig.sink._publish = publish_then_store_dies
+    rig.iot.after_accept = the_process_dies_before_the_ack
     assert await rig.spool.drain_once() == 10
     assert len(rig.queue.entries) == 10  # not acknowledged
     # A new process over the same store:
     rig.queue.unavailable = False
-    restarted = Rig(batch_size=10)
-    restarted.queue, restarted.iot = rig.queue, rig.iot
-    restarted.sink._publish = rig.iot.publish
-    restarted.spool._queue = rig.queue
+    rig.iot.after_accept = None
+    restarted = Rig(queue=rig.queue, iot=rig.iot, batch_size=10)
     await restarted.spool.open()
     assert restarted.spool.stats.backlog == 10
     await restarted.drain_all()
@@ -325,16 +318,14 @@ async def test_the_cap_never_drops_a_batch_in_flight():
     for _ in range(10):
         await rig.tick()
     rig.spool.set_connected(True)
-    accept = rig.iot.publish
 
-    async def publish_while_new_samples_arrive(payload: bytes) -> None:
-        await accept(payload)
-        if len(rig.iot.payloads) == 1:
+    async def new_samples_arrive_mid_publish(accepted: int) -> None:
+        if accepted == 1:
             rig.spool.set_connected(False)
             for _ in range(3):
                 assert await rig.tick() == Outcome.SPOOLED  # the queue holds 13 > cap while in flight
 
-    rig.sink._publish = publish_while_new_samples_arrive
+    rig.iot.after_accept = new_samples_arrive_mid_publish
     assert await rig.spool.drain_once() == 10
     assert rig.spool.stats.dropped == 0
     rig.spool.set_connected(True)
@@ -478,6 +469,26 @@ async def test_the_drain_loop_waits_for_the_store_when_only_it_holds_the_backlog
         task.cancel()
     assert backfilled_seqs(rig.iot) == list(range(1, 11))
     assert waits >= probes  # each probe came after a backoff wait: not a busy loop
+
+
+async def test_cancelling_the_drain_mid_publish_leaves_the_batch_queued_for_the_next_drain():
+    rig = Rig(batch_size=10)
+    await rig.spool.open()
+    rig.spool.set_connected(False)
+    for _ in range(10):
+        await rig.tick()
+    rig.spool.set_connected(True)
+    rig.iot.hold = asyncio.Event()
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(rig.spool.run(), name="drain")
+        await rig.iot.holding.wait()  # the batch is in flight
+        task.cancel()
+    assert task.cancelled()
+    assert [e.seq for e in rig.queue.entries] == list(range(1, 11))  # nothing acknowledged
+    assert rig.spool.stats.backfilled == 0
+    rig.iot.hold = None
+    await rig.drain_all()  # not stuck "in flight": the next drain sends them, and the cap works again
+    assert backfilled_seqs(rig.iot) == list(range(1, 11))
 
 
 def test_settings_refuse_nonsense():
