@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 
 from device_agent import store_protocol as protocol
 from device_agent.component import Component, Context
-from device_agent.errors import DeviceAgentError, InvalidInputError
+from device_agent.errors import DeviceAgentError, InvalidInputError, StorageError
 from device_agent.files import atomic_write, read_private
 from device_agent.ipc_types import LocalMessage
 from device_agent.messages import Category, Severity, utc_now
@@ -224,10 +225,13 @@ class EncryptedStore(Component[StoreConfig]):
         path = self.directory / ROTATION_STATE
         try:
             last = float(json.loads(read_private(path))["rotated"])
-        except FileNotFoundError:
+        except StorageError as error:
+            if error.errno != errno.ENOENT:
+                logger.warning("store.rotation_state_unreadable", extra={"reason": str(error)})
+                return True
             self._rotated_now()  # a new store's keys are new: start the clock now
             return False
-        except (DeviceAgentError, OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             logger.warning("store.rotation_state_unreadable")
             return True
         return time.time() - last >= config.rotation_interval_days * DAY
