@@ -87,11 +87,12 @@ _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _UNIT = re.compile(r"[ -~]{1,12}")
 _FILE_NAME = re.compile(r"health\.log(?:\.([1-9][0-9]{0,2}))?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# What must never reach the log even if a caller put it in a message: key and certificate blocks, long
-# token-like runs (base64, hex, JWTs, SVCUID-sized strings) and e-mail addresses.
+# What must never reach the log even if a caller put it in a message: key and certificate blocks, JWTs,
+# long token-like runs (base64, hex, SVCUID-sized strings; an absolute path is not one) and e-mail addresses.
 _REDACT = re.compile(
     r"-----BEGIN[^-]*-----.*?(?:-----END[^-]*-----|$)"
-    r"|[A-Za-z0-9+/=_-]{32,}(?:\.[A-Za-z0-9+/=_-]+)*"
+    r"|eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9._-]*"
+    r"|(?<![A-Za-z0-9+/=_-])(?!/)[A-Za-z0-9+/=_-]{32,}(?:\.[A-Za-z0-9+/=_-]+)*"
     r"|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 )
 REDACTED: Final = "[redacted]"
@@ -921,13 +922,18 @@ class HealthLogWriter:
         fs = self._io
         self.sync()
         self._close_fd()
+        with _storage_errors("list", self.directory):
+            present = set(fs.listdir(self.directory))
+        # Oldest first: remove the last, then move each down the chain, so no rename ever replaces a file.
         oldest = self._numbered(self.max_files - 1)
-        with _storage_errors("unlink", oldest), contextlib.suppress(FileNotFoundError):
-            fs.unlink(oldest)
+        if oldest.name in present:
+            with _storage_errors("unlink", oldest), contextlib.suppress(FileNotFoundError):
+                fs.unlink(oldest)
         for number in range(self.max_files - 2, -1, -1):
             source, target = self._numbered(number), self._numbered(number + 1)
-            with _storage_errors("rename", source), contextlib.suppress(FileNotFoundError):
-                fs.replace(source, target)
+            if source.name in present:
+                with _storage_errors("rename", source), contextlib.suppress(FileNotFoundError):
+                    fs.replace(source, target)
         self._open_current()
         with _storage_errors("fsync", self.directory):
             fs.fsync_dir(self.directory)
