@@ -48,13 +48,13 @@ class _Durations:
 
     enabled: bool = setting(default=True, doc="Evaluate this check.")
     for_seconds: float = setting(
-        default=0.0, minimum=0.0, maximum=DAY, doc="How long a threshold must hold before the state rises."
+        default=0.0, minimum=0, maximum=DAY, doc="How long a threshold must hold before the state rises."
     )
     recover_seconds: float = setting(
-        default=0.0, minimum=0.0, maximum=DAY, doc="How long values must stay clear before the state falls."
+        default=0.0, minimum=0, maximum=DAY, doc="How long values must stay clear before the state falls."
     )
     unknown_after_seconds: float = setting(
-        default=600.0, minimum=1.0, maximum=30 * DAY, doc="UNKNOWN after this long without a reading."
+        default=600.0, minimum=1, maximum=30 * DAY, doc="UNKNOWN after this long without a reading."
     )
 
 
@@ -92,15 +92,11 @@ class _Thresholds:
                     ("warn",), f"a value above critical ({self.critical:g}): lower values are worse here"
                 )
         thresholds = [t for t in (self.warn, self.critical) if t is not None]
-        if above and min(thresholds) - self.hysteresis <= self.scale_min:
-            reachable = min(thresholds) - self.scale_min
+        # The hysteresis must leave room on the scale for a value that clears the nearest threshold.
+        room = min(thresholds) - self.scale_min if above else self.scale_max - max(thresholds)
+        if self.hysteresis >= room:
             raise ConfigurationError(
-                ("hysteresis",), f"less than {reachable:g}, or no value could ever clear the threshold"
-            )
-        if not above and max(thresholds) + self.hysteresis >= self.scale_max:
-            reachable = self.scale_max - max(thresholds)
-            raise ConfigurationError(
-                ("hysteresis",), f"less than {reachable:g}, or no value could ever clear the threshold"
+                ("hysteresis",), f"less than {room:g}, or no value could clear it and the check never recover"
             )
 
     def rule(self) -> Rule:
@@ -122,9 +118,9 @@ class PercentUsed(_Durations, _Thresholds):
     direction: ClassVar[Direction] = Direction.ABOVE
     scale_min: ClassVar[float] = 0.0
     scale_max: ClassVar[float] = 100.0
-    warn: float | None = setting(default=90.0, minimum=0.0, maximum=100.0, doc="Percent; null: no warning.")
-    critical: float | None = setting(default=97.0, minimum=0.0, maximum=100.0, doc="Percent; null: none.")
-    hysteresis: float = setting(default=5.0, minimum=0.0, maximum=100.0, doc="Percentage points.")
+    warn: float | None = setting(default=90.0, minimum=0, maximum=100, doc="Percent; null: no warning.")
+    critical: float | None = setting(default=97.0, minimum=0, maximum=100, doc="Percent; null: none.")
+    hysteresis: float = setting(default=5.0, minimum=0, maximum=100, doc="Percentage points.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,9 +130,9 @@ class PercentFree(_Durations, _Thresholds):
     direction: ClassVar[Direction] = Direction.BELOW
     scale_min: ClassVar[float] = 0.0
     scale_max: ClassVar[float] = 100.0
-    warn: float | None = setting(default=10.0, minimum=0.0, maximum=100.0, doc="Percent free; null: none.")
-    critical: float | None = setting(default=5.0, minimum=0.0, maximum=100.0, doc="Percent free; null: none.")
-    hysteresis: float = setting(default=2.0, minimum=0.0, maximum=100.0, doc="Percentage points.")
+    warn: float | None = setting(default=10.0, minimum=0, maximum=100, doc="Percent free; null: none.")
+    critical: float | None = setting(default=5.0, minimum=0, maximum=100, doc="Percent free; null: none.")
+    hysteresis: float = setting(default=2.0, minimum=0, maximum=100, doc="Percentage points.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,9 +142,9 @@ class Temperature(_Durations, _Thresholds):
     direction: ClassVar[Direction] = Direction.ABOVE
     scale_min: ClassVar[float] = -60.0
     scale_max: ClassVar[float] = 200.0
-    warn: float | None = setting(default=75.0, minimum=-40.0, maximum=150.0, doc="Degrees C; null: none.")
-    critical: float | None = setting(default=82.0, minimum=-40.0, maximum=150.0, doc="Degrees C; null: none.")
-    hysteresis: float = setting(default=5.0, minimum=0.0, maximum=100.0, doc="Degrees C.")
+    warn: float | None = setting(default=75.0, minimum=-40, maximum=150, doc="Degrees C; null: none.")
+    critical: float | None = setting(default=82.0, minimum=-40, maximum=150, doc="Degrees C; null: none.")
+    hysteresis: float = setting(default=5.0, minimum=0, maximum=100, doc="Degrees C.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,11 +154,9 @@ class Seconds(_Durations, _Thresholds):
     direction: ClassVar[Direction] = Direction.ABOVE
     scale_min: ClassVar[float] = 0.0
     scale_max: ClassVar[float] = 365 * DAY
-    warn: float | None = setting(default=300.0, minimum=1.0, maximum=30 * DAY, doc="Seconds; null: none.")
-    critical: float | None = setting(
-        default=3600.0, minimum=1.0, maximum=30 * DAY, doc="Seconds; null: none."
-    )
-    hysteresis: float = setting(default=0.0, minimum=0.0, maximum=DAY, doc="Seconds.")
+    warn: float | None = setting(default=300.0, minimum=1, maximum=30 * DAY, doc="Seconds; null: none.")
+    critical: float | None = setting(default=3600.0, minimum=1, maximum=30 * DAY, doc="Seconds; null: none.")
+    hysteresis: float = setting(default=0.0, minimum=0, maximum=DAY, doc="Seconds.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,9 +166,9 @@ class Intervals(_Durations, _Thresholds):
     direction: ClassVar[Direction] = Direction.ABOVE
     scale_min: ClassVar[float] = 0.0
     scale_max: ClassVar[float] = 1e6
-    warn: float | None = setting(default=1.5, minimum=1.0, maximum=1000.0, doc="Intervals; null: none.")
-    critical: float | None = setting(default=3.0, minimum=1.0, maximum=1000.0, doc="Intervals; null: none.")
-    hysteresis: float = setting(default=0.5, minimum=0.0, maximum=100.0, doc="Intervals.")
+    warn: float | None = setting(default=1.5, minimum=1, maximum=1000, doc="Intervals; null: none.")
+    critical: float | None = setting(default=3.0, minimum=1, maximum=1000, doc="Intervals; null: none.")
+    hysteresis: float = setting(default=0.5, minimum=0, maximum=100, doc="Intervals.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,9 +178,9 @@ class DaysLeft(_Durations, _Thresholds):
     direction: ClassVar[Direction] = Direction.BELOW
     scale_min: ClassVar[float] = -100_000.0
     scale_max: ClassVar[float] = 100_000.0
-    warn: float | None = setting(default=30.0, minimum=-3650.0, maximum=3650.0, doc="Days; null: none.")
-    critical: float | None = setting(default=7.0, minimum=-3650.0, maximum=3650.0, doc="Days; null: none.")
-    hysteresis: float = setting(default=1.0, minimum=0.0, maximum=365.0, doc="Days.")
+    warn: float | None = setting(default=30.0, minimum=-3650, maximum=3650, doc="Days; null: none.")
+    critical: float | None = setting(default=7.0, minimum=-3650, maximum=3650, doc="Days; null: none.")
+    hysteresis: float = setting(default=1.0, minimum=0, maximum=365, doc="Days.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,15 +190,11 @@ class EventCount(_Durations, _Thresholds):
     direction: ClassVar[Direction] = Direction.ABOVE
     scale_min: ClassVar[float] = 0.0
     scale_max: ClassVar[float] = 1e9
-    warn: float | None = setting(
-        default=1.0, minimum=1.0, maximum=1e6, doc="Events in the window; null: none."
-    )
-    critical: float | None = setting(
-        default=None, minimum=1.0, maximum=1e6, doc="Events in the window; null."
-    )
-    hysteresis: float = setting(default=0.0, minimum=0.0, maximum=1e6, doc="Events.")
+    warn: float | None = setting(default=1.0, minimum=1, maximum=1e6, doc="Events in the window; null: none.")
+    critical: float | None = setting(default=None, minimum=1, maximum=1e6, doc="Events in the window; null.")
+    hysteresis: float = setting(default=0.0, minimum=0, maximum=1e6, doc="Events.")
     window_seconds: float = setting(
-        default=HOUR, minimum=1.0, maximum=30 * DAY, doc="The window events are counted over."
+        default=HOUR, minimum=1, maximum=30 * DAY, doc="The window events are counted over."
     )
 
 
@@ -305,7 +295,7 @@ class LogSettings:
     )
     snapshot_interval_seconds: float = setting(
         default=300.0,
-        minimum=10.0,
+        minimum=10,
         maximum=DAY,
         doc="A snapshot of every check this often; device-health calls the log stale after 3 intervals.",
     )
