@@ -27,7 +27,7 @@ import sys
 import tarfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NoReturn, TextIO
@@ -611,7 +611,7 @@ def _snapshot_line(report: Report) -> str:
     age = report.snapshot_age or 0.0
     when = f"Newest snapshot {_clock(report.snapshot_time)} UTC"
     if age < -60:  # noqa: PLR2004 - a minute of disagreement between clocks is normal
-        return f"{when}, dated in the future (has the clock changed?)"
+        return f"{when}, in the future (clock changed?)"
     line = f"{when}, {_duration(age)} ago"
     if report.stale:
         line += f" - STALE (expected every {_duration(report.snapshot_interval)})"
@@ -932,52 +932,80 @@ def _use_colour(stream: TextIO, environ: Mapping[str, str]) -> bool:
 # --- follow -------------------------------------------------------------------------------------------------
 
 
+def _open_log_file(path: Path) -> io.BufferedReader | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    return open(fd, "rb")  # noqa: PTH123 - wraps a descriptor opened without following links
+
+
 class _Tail:
-    """New complete lines of `health.log`, across rotations (the old file is read to its end first)."""
+    """New complete lines of the log as the monitor appends them, across rotations.
+
+    When `health.log` has been rotated since the last poll, the rest of the file we were reading is read
+    first, then every file the rotations made after it (several, if the log rotated more than once), then
+    the new `health.log`. Files are removed oldest first, so if ours is gone, every file left is newer.
+    """
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / LOG_NAME
+        self.directory = directory
         self._file: io.BufferedReader | None = None
         self._inode: int | None = None
         self._pending = b""
 
     def start_at_end(self) -> None:
-        self._open(from_end=True)
-
-    def _open(self, *, from_end: bool) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            self._file, self._inode = None, None
-            return
-        file = open(fd, "rb")  # noqa: PTH123, SIM115 - wraps a descriptor opened without following links
-        self._inode = os.fstat(fd).st_ino
-        if from_end:
-            file.seek(0, os.SEEK_END)
-        self._file = file
+        self._file = _open_log_file(self.directory / LOG_NAME)
+        if self._file is not None:
+            self._inode = os.fstat(self._file.fileno()).st_ino
+            self._file.seek(0, os.SEEK_END)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def lines(self) -> Iterator[bytes]:
-        data = b""
-        if self._file is not None:
-            data = self._file.read()
+    def _split(self, data: bytes, *, end_of_file: bool) -> list[bytes]:
+        *complete, self._pending = (self._pending + data).split(b"\n")
+        if end_of_file and self._pending:  # a torn tail: one bad line, never glued to the next file
+            complete.append(self._pending)
+            self._pending = b""
+        return [line for line in complete if line.strip()]
+
+    def lines(self) -> list[bytes]:
+        current = self.directory / LOG_NAME
         try:
-            inode = self.path.lstat().st_ino
+            inode: int | None = current.lstat().st_ino
         except OSError:
             inode = None
-        if inode != self._inode:  # rotated: what was left of the old file is read; now the new one
+        if self._file is not None and inode == self._inode:
+            if self._file.tell() > os.fstat(self._file.fileno()).st_size:
+                self._file.seek(0)  # truncated by hand: start over
+            return self._split(self._file.read(), end_of_file=False)
+        lines: list[bytes] = []
+        if self._file is not None:  # rotated: finish the file we had
+            lines += self._split(self._file.read(), end_of_file=True)
             self.close()
-            self._open(from_end=False)
-            if self._file is not None:
-                data += self._file.read()
-        elif self._file is not None and self._file.tell() > os.fstat(self._file.fileno()).st_size:
-            self._file.seek(0)  # truncated by hand
-        *complete, self._pending = (self._pending + data).split(b"\n")
-        yield from (line for line in complete if line.strip())
+        try:
+            paths = log_files(self.directory)
+        except (NotFoundError, StorageError):
+            paths = []
+        inodes = []
+        for path in paths:
+            with contextlib.suppress(OSError):
+                inodes.append((path, path.lstat().st_ino))
+        seen = [index for index, (_, number) in enumerate(inodes) if number == self._inode]
+        for path, number in inodes[seen[0] + 1 if seen else 0 :]:
+            file = _open_log_file(path)
+            if file is None:
+                continue
+            if path.name == LOG_NAME:
+                self._file, self._inode = file, number
+                lines += self._split(file.read(), end_of_file=False)
+            else:
+                with file:
+                    lines += self._split(file.read(), end_of_file=True)
+        return lines
 
 
 def _follow(directory: Path, report: Report, style: _Style, streams: _Io) -> int:
