@@ -1206,7 +1206,7 @@ def _run(args: argparse.Namespace, streams: _Io) -> int:
         err.write(f"device-health: {error}\n")
         return EXIT_USAGE
     try:
-        contents = read_log(directory)
+        contents = read_log(directory, snapshots="newest")
         if not contents.records:
             raise NotFoundError(f"the log holds no readable record ({len(contents.problems)} bad lines)")
     except (NotFoundError, StorageError) as error:

@@ -49,7 +49,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 from device_agent.errors import InvalidInputError, NotFoundError, StorageError, UnsafeFileError
 from device_agent.fileio import OS_FILE_IO, FileIO, StrPath
@@ -468,15 +468,18 @@ def from_json(obj: object) -> Record:
             raise BadLineError("unknown record kind")
 
 
-def parse_line(line: bytes) -> Record:
-    """One line (without its newline) as a record, or `BadLineError` saying why not."""
+def _load(line: bytes) -> object:
     if b"\x00" in line:
         raise BadLineError("holds NUL bytes (written during a power loss?)")
     try:
-        obj = json.loads(line)
+        return json.loads(line)
     except (ValueError, RecursionError):
         raise BadLineError("not valid JSON (cut short or damaged)") from None
-    return from_json(obj)
+
+
+def parse_line(line: bytes) -> Record:
+    """One line (without its newline) as a record, or `BadLineError` saying why not."""
+    return from_json(_load(line))
 
 
 # --- reading ------------------------------------------------------------------------------------------------
@@ -559,16 +562,33 @@ class _Collector:
             self.more += 1
 
 
-def _parse_lines(data: bytes, name: str, problems: _Collector) -> list[Record]:
+@dataclasses.dataclass(frozen=True)
+class _Deferred:
+    """A snapshot line not decoded yet: only the newest is needed when `snapshots="newest"`."""
+
+    obj: dict[str, Any]
+    file: str
+    line: int
+
+
+def _parse_lines(
+    data: bytes, name: str, problems: _Collector, *, defer_snapshots: bool
+) -> list[Record | _Deferred]:
     """The records of one file's bytes; bad lines and a torn tail go to `problems`."""
-    records: list[Record] = []
+    records: list[Record | _Deferred] = []
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline, as a complete file does
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(parse_line(line))
+            obj = _load(line)
+            if defer_snapshots and isinstance(obj, dict) and obj.get("kind") == "snapshot":
+                if obj.get("schema") != SCHEMA or not isinstance(obj.get("checks"), list):
+                    from_json(obj)  # raises the reason
+                records.append(_Deferred(obj, name, number))
+            else:
+                records.append(from_json(obj))
         except BadLineError as error:
             problems.add(Problem(name, number, str(error)))
     if tail.strip(b"\x00 \t\r"):
@@ -576,8 +596,28 @@ def _parse_lines(data: bytes, name: str, problems: _Collector) -> list[Record]:
     return records
 
 
-def read_log(directory: StrPath, *, max_problems: int = MAX_PROBLEMS) -> LogContents:
+def _newest_snapshot_only(items: list[Record | _Deferred], problems: _Collector) -> list[Record]:
+    """Decode deferred snapshots from the newest back until one is valid; drop the others."""
+    for index in range(len(items) - 1, -1, -1):
+        item = items[index]
+        if isinstance(item, _Deferred):
+            try:
+                items[index] = from_json(item.obj)
+            except BadLineError as error:
+                problems.add(Problem(item.file, item.line, str(error)))
+                continue
+            break
+    return [item for item in items if not isinstance(item, _Deferred)]
+
+
+def read_log(
+    directory: StrPath, *, max_problems: int = MAX_PROBLEMS, snapshots: Literal["all", "newest"] = "all"
+) -> LogContents:
     """Read every file of the log, oldest first, skipping (and reporting) what is not a valid record.
+
+    With `snapshots="newest"` only the newest valid snapshot is decoded and kept (what a status needs;
+    decoding every snapshot's checks is most of the cost of reading a full log); the others are still
+    checked to be JSON lines of the right kind.
 
     Raises `NotFoundError` when there is no directory or no log file in it, and `StorageError` when
     nothing could be read (e.g. permission denied); a single unreadable file is only a `Problem`.
@@ -586,7 +626,7 @@ def read_log(directory: StrPath, *, max_problems: int = MAX_PROBLEMS) -> LogCont
     if not paths:
         raise NotFoundError(f"no health log files in {directory}")
     problems = _Collector(max_problems)
-    records: list[Record] = []
+    items: list[Record | _Deferred] = []
     read: list[str] = []
     denied: OSError | None = None
     for path in paths:
@@ -602,12 +642,13 @@ def read_log(directory: StrPath, *, max_problems: int = MAX_PROBLEMS) -> LogCont
             problems.add(Problem(path.name, 0, f"cannot read: {error.strerror or 'error'}"))
             continue
         read.append(path.name)
-        records.extend(_parse_lines(data, path.name, problems))
+        items.extend(_parse_lines(data, path.name, problems, defer_snapshots=snapshots == "newest"))
     if not read and denied is not None:
         raise StorageError(
             f"cannot read the health log in {directory}: {denied.strerror or 'error'}",
             errno_value=denied.errno,
         )
+    records = _newest_snapshot_only(items, problems)  # without deferral, there is nothing to drop
     return LogContents(tuple(records), tuple(problems.problems), tuple(read), problems.more)
 
 

@@ -484,13 +484,45 @@ def test_zeros_from_a_power_loss_are_one_warning_not_a_crash(tmp_path: Path) -> 
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.binary(max_size=3000))
-def test_the_reader_never_crashes_on_any_bytes(data: bytes) -> None:
+@given(data=st.binary(max_size=3000), defer=st.booleans())
+def test_the_reader_never_crashes_on_any_bytes(data: bytes, defer: bool) -> None:
     problems = _Collector(50)
     good = encode(change(7))
-    records = _parse_lines(good + data + b"\n" + good, "health.log", problems)
+    records = _parse_lines(good + data + b"\n" + good, "health.log", problems, defer_snapshots=defer)
     assert records[0] == change(7)
     assert records[-1] == change(7)
+
+
+def test_reading_only_the_newest_snapshot_keeps_everything_else(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    with HealthLogWriter(directory) as log:
+        log.append(snapshot(1))
+        log.append(change(1))
+        log.append(snapshot(2))
+        log.append(change(2))
+    full = read_log(directory)
+    newest = read_log(directory, snapshots="newest")
+    assert [type(r).__name__ for r in full.records] == ["Snapshot", "StateChange", "Snapshot", "StateChange"]
+    assert newest.records == (full.records[1], full.records[2], full.records[3])
+    assert current_checks(newest.records) == current_checks(full.records)
+
+
+def test_a_damaged_newest_snapshot_falls_back_to_the_one_before(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    with HealthLogWriter(directory) as log:
+        log.append(snapshot(1))
+        log.append(snapshot(2))
+    bad = to_json(snapshot(3))
+    bad["checks"][0]["state"] = "SIDEWAYS"  # valid JSON, wrong inside: found only when decoded
+    with (directory / "health.log").open("ab") as file:
+        file.write(json.dumps(bad).encode() + b"\n" + b'{"schema":"health-log/1","kind":"snapshot"}\n')
+    contents = read_log(directory, snapshots="newest")
+    assert contents.records == (snapshot(2),)
+    assert [(p.line, p.reason) for p in contents.problems] == [
+        (4, "field 'time' missing or not text"),
+        (3, "field 'state' has an unknown value"),
+    ]
+    assert len(read_log(directory).problems) == 2  # the full read finds the same two
 
 
 def test_problems_are_capped_and_counted(tmp_path: Path) -> None:
