@@ -718,3 +718,9 @@ def test_a_line_written_by_the_writer_is_what_the_tool_reads(tmp_path: Path) -> 
     assert code == EXIT_WARNING
     assert "No snapshot in the log yet" in out
     assert "cpu                         WARN      95%" in out
+
+
+def test_the_field_guide_names_every_problem_the_tool_can_show() -> None:
+    guide = (PROJECT / "docs/field-guide.md").read_text()
+    for name, entry in TRIAGE.items():
+        assert f"| {entry.title} | `{name}` |" in guide, name
