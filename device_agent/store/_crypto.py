@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -45,13 +46,35 @@ _RECORD = b"device-agent/store/record"
 _DATA_KEY = b"device-agent/store/data-key"
 _KEK_CHECK = b"device-agent/store/kek-check"
 _HEADER = struct.Struct(">B")
+_FORMAT_BYTE = _HEADER.pack(FORMAT_VERSION)
+_NONCE_END = 1 + NONCE_BYTES
 _U32 = struct.Struct(">I")
 _TAIL = struct.Struct(">QQdBd")
+_KIND_KEY = struct.Struct(">BI")  # u8 kind | u32 length of the key
 
 
 def _text(value: str) -> bytes:
     data = value.encode("utf-8")
     return _U32.pack(len(data)) + data
+
+
+def record_aad_prefix(store_id: bytes, namespace: str) -> bytes:
+    """The start of every record's associated data in `namespace` (made once per data key, not per row)."""
+    return b"".join((_RECORD, _HEADER.pack(FORMAT_VERSION), store_id, _text(namespace)))
+
+
+def record_aad_from(  # noqa: PLR0917 - positional: it runs for every record read or written
+    prefix: bytes, kind: int, key: bytes, seq: int, key_id: int, created: float, expires: float | None
+) -> bytes:
+    """The associated data of one record from its namespace's prefix; `key` is UTF-8 (empty for an entry).
+
+    Raises `struct.error` when a number is out of range (a damaged row).
+    """
+    if expires is None:
+        tail = _TAIL.pack(seq, key_id, created, 0, 0.0)
+    else:
+        tail = _TAIL.pack(seq, key_id, created, 1, expires)
+    return b"".join((prefix, _KIND_KEY.pack(kind, len(key)), key, tail))
 
 
 def record_aad(
@@ -66,17 +89,9 @@ def record_aad(
     expires: float | None,
 ) -> bytes:
     """The associated data of one record: everything in its row except the sealed value itself."""
-    tail = _TAIL.pack(seq, key_id, created, expires is not None, 0.0 if expires is None else expires)
-    return b"".join(
-        (
-            _RECORD,
-            _HEADER.pack(FORMAT_VERSION),
-            store_id,
-            _text(namespace),
-            _HEADER.pack(kind),
-            _text(key or ""),
-            tail,
-        )
+    key_bytes = (key or "").encode("utf-8")
+    return record_aad_from(
+        record_aad_prefix(store_id, namespace), kind, key_bytes, seq, key_id, created, expires
     )
 
 
@@ -92,8 +107,45 @@ def kek_check_aad(store_id: bytes) -> bytes:
 
 def seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
     """Encrypt under a fresh random nonce; the result carries the format byte and the nonce."""
-    nonce = os.urandom(NONCE_BYTES)
-    return _HEADER.pack(FORMAT_VERSION) + nonce + aead.encrypt(nonce, plaintext, aad)
+    return _seal_with(aead, os.urandom(NONCE_BYTES), plaintext, aad)
+
+
+def seal_records(  # noqa: PLR0917 - one call per run of records sealed under one key
+    aead: AESGCM,
+    aad_prefix: bytes,
+    kind: int,
+    key_id: int,
+    first_seq: int,
+    created: float,
+    expires: float | None,
+    entries: Sequence[tuple[str | None, bytes]],
+) -> list[bytearray]:
+    """`seal` for each `(key, value)` of one namespace, numbered from `first_seq`, with the associated data
+    of `record_aad_from` (the same bytes, built in this loop: it runs for every record written).
+
+    The nonces come from one `os.urandom` call: each is still 12 fresh random bytes from the operating
+    system, used once; only the system call is shared. Nothing is kept between calls, so a fork cannot hand
+    the same bytes to two processes. The results are bytearrays, which sqlite3 binds without trying its
+    adapters first.
+    """
+    pool = os.urandom(NONCE_BYTES * len(entries))
+    has_expiry, expiry = (0, 0.0) if expires is None else (1, expires)
+    pack_tail, pack_kind_key, encrypt, join = _TAIL.pack, _KIND_KEY.pack, aead.encrypt, bytearray().join
+    sealed = []
+    seq, end = first_seq, 0
+    for key, value in entries:
+        key_bytes = b"" if key is None else key.encode("utf-8")
+        tail = pack_tail(seq, key_id, created, has_expiry, expiry)
+        aad = b"".join((aad_prefix, pack_kind_key(kind, len(key_bytes)), key_bytes, tail))
+        start, end = end, end + NONCE_BYTES
+        nonce = pool[start:end]
+        sealed.append(join((_FORMAT_BYTE, nonce, encrypt(nonce, value, aad))))
+        seq += 1
+    return sealed
+
+
+def _seal_with(aead: AESGCM, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    return _FORMAT_BYTE + nonce + aead.encrypt(nonce, plaintext, aad)
 
 
 def open_sealed(aead: AESGCM, sealed: bytes, aad: bytes) -> bytes:
@@ -103,7 +155,7 @@ def open_sealed(aead: AESGCM, sealed: bytes, aad: bytes) -> bytes:
     if sealed[0] != FORMAT_VERSION:
         raise IntegrityError(f"sealed value has unknown format {sealed[0]}")
     try:
-        return aead.decrypt(sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], aad)
+        return aead.decrypt(sealed[1:_NONCE_END], sealed[_NONCE_END:], aad)
     except InvalidTag:
         # `from None`: InvalidTag carries nothing useful, and nothing of the input may travel on.
         raise IntegrityError("sealed value failed authentication") from None

@@ -8,11 +8,18 @@ Durability settings are asserted, not assumed: WAL journal and `synchronous=FULL
 set (a commit then returns only after the WAL is fsynced), and `integrity_check` runs at every open.
 `secure_delete` zeroes freed content so erased rows and keys do not linger in free pages.
 
-Schema (format 1; `application_id` and `user_version` mark the file as ours):
+Schema (format 2; `application_id` and `user_version` mark the file as ours):
 
-    meta(name PRIMARY KEY, value)                    store_id, kek_check, created
+    meta(name PRIMARY KEY, value)                    format, store_id, kek_check, seq_reserved
     data_keys(key_id AUTOINCREMENT, namespace, wrapped, created, seals, active)
-    records(seq AUTOINCREMENT, namespace, kind, key, key_id, created, expires, sealed)
+    records(seq PRIMARY KEY, namespace, key, key_id, created, expires, sealed)
+
+A record costs two b-tree entries: its row (by `seq`) and one in `records_key`, which serves both kinds:
+keyed records by (namespace, key), queue entries (key NULL, and NULLs are distinct in a UNIQUE index) by
+(namespace, NULL, seq), so a queue is read and acknowledged in order from the index. Records with an expiry
+also have an entry in `records_expires`. `seq` has no AUTOINCREMENT (its counter would be a third page per
+write): `meta.seq_reserved` bounds the numbers ever issued, see `_lifecycle`. `data_keys.seals` bounds the
+seals each key has made, see `_keyring`.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from device_agent.errors import IntegrityError, StorageError
 logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414753  # "DAGS"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNCHRONOUS_FULL = 2
 BUSY_TIMEOUT = 5.0
+# The meta row bounding every sequence number ever issued (an integer).
+SEQ_RESERVED = "seq_reserved"
 # integrity_check stops after this many problems: one is enough to decide, the rest only costs time.
 _INTEGRITY_ROWS = 8
 
@@ -53,16 +62,14 @@ _SCHEMA = (
         active INTEGER NOT NULL)""",
     "CREATE INDEX data_keys_namespace ON data_keys(namespace)",
     """CREATE TABLE records (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER PRIMARY KEY,
         namespace TEXT NOT NULL,
-        kind INTEGER NOT NULL,
         key TEXT,
         key_id INTEGER NOT NULL,
         created REAL NOT NULL,
         expires REAL,
         sealed BLOB NOT NULL)""",
-    "CREATE UNIQUE INDEX records_key ON records(namespace, key) WHERE key IS NOT NULL",
-    "CREATE INDEX records_namespace ON records(namespace, seq)",
+    "CREATE UNIQUE INDEX records_key ON records(namespace, key)",
     "CREATE INDEX records_expires ON records(expires) WHERE expires IS NOT NULL",
 )
 
@@ -109,11 +116,9 @@ class Sqlite3Driver:
         self._connection.text_factory = _lenient_text
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
-        cursor = self._connection.execute(sql, params)
-        try:
-            yield from cursor
-        finally:
-            cursor.close()
+        # The cursor itself: `Database` drains it or closes it (a generator around it costs a microsecond).
+        cursor: Iterator[Row] = self._connection.execute(sql, params)
+        return cursor
 
     def close(self) -> None:
         self._connection.close()
@@ -164,81 +169,113 @@ class Database:
     def closed(self) -> bool:
         return self._driver is None
 
-    def _live(self) -> Driver:
-        if self._driver is None:
-            raise StorageError(f"{self.path}: the store is closed", errno_value=errno.EBADF)
-        return self._driver
+    def _closed(self) -> StorageError:
+        return StorageError(f"{self.path}: the store is closed", errno_value=errno.EBADF)
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        driver = self._live()
-        with self._translated():
+        driver = self._driver
+        if driver is None:
+            raise self._closed()
+        try:
             return list(driver.execute(sql, params))
+        except Exception as error:
+            self._raise_translated(error)
+            raise
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> Generator[Row, None, None]:
         """Rows one at a time (for salvage: a corrupt page fails the row that reaches it, not the others)."""
-        driver = self._live()
-        with self._translated():
-            yield from driver.execute(sql, params)
+        driver = self._driver
+        if driver is None:
+            raise self._closed()
+        cursor = None
+        try:
+            cursor = driver.execute(sql, params)
+            yield from cursor
+        except Exception as error:
+            self._raise_translated(error)
+            raise
+        finally:
+            close = getattr(cursor, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
 
     def scalar(self, sql: str, params: Sequence[object] = ()) -> Any:
         rows = self.query(sql, params)
         return rows[0][0] if rows else None
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE … COMMIT; when this exits normally the commit is durable (synchronous=FULL)."""
+    def begin(self) -> None:
+        """BEGIN IMMEDIATE: the write lock is taken now, not at the first write."""
         if self._in_transaction:
             raise RuntimeError("transactions do not nest")
         self.query("BEGIN IMMEDIATE")
         self._in_transaction = True
+
+    def commit(self) -> None:
+        """COMMIT; when this returns the transaction is durable (synchronous=FULL). Rolls back if it fails."""
         try:
-            yield
             self.query("COMMIT")
         except BaseException:
-            if self._driver is not None:
-                with contextlib.suppress(Exception):
-                    list(self._driver.execute("ROLLBACK"))
+            self.rollback()
             raise
-        finally:
-            self._in_transaction = False
+        self._in_transaction = False
+
+    def rollback(self) -> None:
+        """ROLLBACK, best effort: it runs while another error is on its way to the caller."""
+        self._in_transaction = False
+        if self._driver is not None:
+            with contextlib.suppress(Exception):
+                list(self._driver.execute("ROLLBACK"))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """`begin` … `commit`, or `rollback` if the body raises."""
+        self.begin()
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
 
     def close(self) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
-            with self._translated():
+            try:
                 driver.close()
-
-    @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
-        try:
-            yield
-        except Exception as error:
-            driver = self._driver
-            kind = driver.classify(error) if driver is not None else None
-            if kind is None:
+            except Exception as error:
+                self._raise_translated(error, driver)
                 raise
-            name = type(error).__name__
-            if kind == "corrupt":
-                logger.warning("store.corrupt", extra={"path": str(self.path), "error": name})
-                corrupt = IntegrityError(f"{self.path}: the store file is corrupt")
-                # A decoding error holds the damaged bytes themselves: they do not travel on.
-                raise corrupt from (None if isinstance(error, UnicodeError) else error)
-            if kind == "full":
-                raise StorageError(f"{self.path}: no space left", errno_value=errno.ENOSPC) from error
-            if kind == "io":
-                # No traceback in the log: the cause is chained to the error the caller gets.
-                logger.error("store.io_failed", extra={"path": str(self.path), "error": name})  # noqa: TRY400
-                self._driver = None
+
+    def _raise_translated(self, error: Exception, driver: Driver | None = None) -> None:
+        """Raise the library's error for a driver's `error`; return if `error` is not the driver's."""
+        driver = driver if driver is not None else self._driver
+        kind = driver.classify(error) if driver is not None else None
+        if kind is None:
+            return
+        name = type(error).__name__
+        if kind == "corrupt":
+            logger.warning("store.corrupt", extra={"path": str(self.path), "error": name})
+            corrupt = IntegrityError(f"{self.path}: the store file is corrupt")
+            # A decoding error holds the damaged bytes themselves: they do not travel on.
+            raise corrupt from (None if isinstance(error, UnicodeError) else error)
+        if kind == "full":
+            raise StorageError(f"{self.path}: no space left", errno_value=errno.ENOSPC) from error
+        if kind == "io":
+            # No traceback in the log: the cause is chained to the error the caller gets.
+            logger.error("store.io_failed", extra={"path": str(self.path), "error": name})
+            self._driver = None
+            if driver is not None:
                 with contextlib.suppress(Exception):
-                    driver.close()  # type: ignore[union-attr]
-                raise StorageError(
-                    f"{self.path}: I/O error; the store is closed", errno_value=errno.EIO
-                ) from error
-            if kind in _ENVIRONMENT_ERRNO:
-                raise StorageError(
-                    f"{self.path}: database unavailable ({name})", errno_value=_ENVIRONMENT_ERRNO[kind]
-                ) from error
-            raise DatabaseFailureError(f"{self.path}: database error ({name})") from error
+                    driver.close()
+            raise StorageError(
+                f"{self.path}: I/O error; the store is closed", errno_value=errno.EIO
+            ) from error
+        if kind in _ENVIRONMENT_ERRNO:
+            raise StorageError(
+                f"{self.path}: database unavailable ({name})", errno_value=_ENVIRONMENT_ERRNO[kind]
+            ) from error
+        raise DatabaseFailureError(f"{self.path}: database error ({name})") from error
 
 
 def connect(factory: DriverFactory, path: Path) -> Database:
@@ -321,9 +358,9 @@ def create_schema(db: Database, meta: dict[str, bytes], first_seq: int) -> None:
             db.query(statement)
         db.query(f"PRAGMA application_id={APPLICATION_ID}")
         db.query(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.query("INSERT INTO meta(name, value) VALUES (?, ?)", ("format", b"1"))
+        db.query("INSERT INTO meta(name, value) VALUES (?, ?)", ("format", str(SCHEMA_VERSION).encode()))
         for name, value in meta.items():
             db.query("INSERT INTO meta(name, value) VALUES (?, ?)", (name, value))
-        if first_seq > 1:
-            # AUTOINCREMENT continues after the highest seq ever used: a replacement starts past the old.
-            db.query("INSERT INTO sqlite_sequence(name, seq) VALUES ('records', ?)", (first_seq - 1,))
+        # Nothing issued yet, but every number below `first_seq` counts as used (a replacement starts past
+        # the store it replaces).
+        db.query("INSERT INTO meta(name, value) VALUES (?, ?)", (SEQ_RESERVED, first_seq - 1))

@@ -78,14 +78,13 @@ class Maintenance(StoreBase):
                 for raw in rows:
                     try:
                         row = _records.parse(raw)
-                        value = _records.open_row(self._keyring, self._store_id, row)
+                        value = _records.open_row(self._keyring, row)
                     except IntegrityError:
                         self._integrity_failed(printable_namespace(raw[1]), raw[0], "reencrypt")
                         bad.append(raw[0])
                         continue
                     key_id, sealed = _records.seal_row(
                         self._keyring,
-                        self._store_id,
                         seq=row.seq,
                         namespace=row.namespace,
                         kind=row.kind,

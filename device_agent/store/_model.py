@@ -76,9 +76,19 @@ class StoreEvent:
 EventHook = Callable[[StoreEvent], None]
 
 
+# Namespaces already found valid (every call checks one; there are few). Bounded, so that a caller trying
+# many names cannot grow it: past the bound, names are checked each time as before.
+_VALID_NAMESPACES: set[str] = set()
+_REMEMBERED_NAMESPACES = 1024
+
+
 def check_namespace(namespace: object) -> str:
+    if type(namespace) is str and namespace in _VALID_NAMESPACES:
+        return namespace
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
         raise InvalidInputError("a namespace is 1-64 characters of A-Z a-z 0-9 . _ - (starting alphanumeric)")
+    if type(namespace) is str and len(_VALID_NAMESPACES) < _REMEMBERED_NAMESPACES:
+        _VALID_NAMESPACES.add(namespace)
     return namespace
 
 
@@ -94,6 +104,9 @@ def printable_namespace(value: object) -> str:
 
 
 def check_key(key: object) -> str:
+    # ASCII text is its own UTF-8: no need to encode it to learn its size.
+    if type(key) is str and key.isascii() and 0 < len(key) <= MAX_KEY_BYTES and "\x00" not in key:
+        return key
     if not isinstance(key, str) or not key or "\x00" in key:
         raise InvalidInputError("a key is a non-empty string without NUL characters")
     try:
@@ -105,10 +118,16 @@ def check_key(key: object) -> str:
     return key
 
 
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
 def check_value(value: object, max_bytes: int) -> bytes:
-    if not isinstance(value, bytes | bytearray | memoryview):
+    if type(value) is bytes:
+        data = value
+    elif isinstance(value, _BYTES_LIKE):
+        data = bytes(value)
+    else:
         raise InvalidInputError("a value is bytes")
-    data = bytes(value)
     if len(data) > max_bytes:
         raise InvalidInputError(f"a value is at most {max_bytes} bytes")
     return data

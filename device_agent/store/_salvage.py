@@ -52,15 +52,14 @@ def salvage(
         report.scan_failed = True
         return
     try:
-        keyring = _open_keyring(db, kek)
-        if keyring is None:
+        ring = _open_keyring(db, kek)
+        if ring is None:
             report.scan_failed = True
             return
-        store_id, ring = keyring
         last = -1
         try:
             for raw in db.rows(f"SELECT {_records.COLUMNS} FROM records ORDER BY seq"):  # noqa: S608
-                item = _one(ring, store_id, raw, now, report)
+                item = _one(ring, raw, now, report)
                 last = int(raw[0]) if isinstance(raw[0], int) else last
                 if item is not None:
                     yield item
@@ -73,7 +72,7 @@ def salvage(
                 f"SELECT {_records.COLUMNS} FROM records WHERE seq > ? ORDER BY seq DESC",  # noqa: S608
                 (last,),
             ):
-                item = _one(ring, store_id, raw, now, report)
+                item = _one(ring, raw, now, report)
                 if item is not None:
                     yield item
     finally:
@@ -81,7 +80,7 @@ def salvage(
             db.close()
 
 
-def _open_keyring(db: Database, kek: KeyEncryptionKey) -> tuple[bytes, Keyring] | None:
+def _open_keyring(db: Database, kek: KeyEncryptionKey) -> Keyring | None:
     try:
         meta = {str(name): value for name, value in db.query("SELECT name, value FROM meta")}
         store_id, check = meta.get("store_id"), meta.get("kek_check")
@@ -95,15 +94,13 @@ def _open_keyring(db: Database, kek: KeyEncryptionKey) -> tuple[bytes, Keyring] 
         ring.load()
     except DeviceAgentError:
         return None
-    return store_id, ring
+    return ring
 
 
-def _one(
-    ring: Keyring, store_id: bytes, raw: tuple[object, ...], now: float, report: SalvageReport
-) -> Salvaged | None:
+def _one(ring: Keyring, raw: tuple[object, ...], now: float, report: SalvageReport) -> Salvaged | None:
     try:
         row = _records.parse(raw)
-        value = _records.open_row(ring, store_id, row)
+        value = _records.open_row(ring, row)
     except DeviceAgentError:
         report.unreadable += 1
         return None

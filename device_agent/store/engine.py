@@ -10,9 +10,10 @@ Durability: `put`, `put_many`, `append`, `append_many`, `delete`, `ack` and the 
 their transaction committed with `synchronous=FULL` in WAL mode, so the caller may acknowledge upstream.
 Everything is synchronous and serialised by one lock; from a coroutine call it through `asyncio.to_thread`.
 
-Sequence numbers are store-wide, strictly increasing, never reused (AUTOINCREMENT keeps the highest ever
-issued, also across drops and acks); a store rebuilt after corruption starts past the salvaged records and
-past the current time in microseconds, so a consumer never sees a number twice unless the clock went back.
+Sequence numbers are store-wide, strictly increasing, never reused (a reserved bound in the file covers every
+number ever issued, also across drops, acks and crashes; a restart goes on past it, so numbers may skip); a
+store rebuilt after corruption starts past the salvaged records and past the current time in microseconds,
+so a consumer never sees a number twice unless the clock went back.
 
 Failure rules: a record that fails authentication is counted and reported every time it is met; `get`
 raises `IntegrityError` and leaves it to the caller; bulk operations (`read_batch`, `reencrypt`) delete it,
@@ -25,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 
 from device_agent.errors import IntegrityError, NotFoundError, StorageError
 from device_agent.store import _crypto, _db, _records
@@ -45,6 +46,24 @@ from device_agent.store._model import (
 logger = logging.getLogger(__name__)
 
 _DROP_CHUNK = 64
+_GET = f"SELECT {_records.VALUE_COLUMNS} FROM records WHERE namespace = ? AND key = ?"  # noqa: S608
+_FIND_KEYS = "SELECT seq, key, length(sealed) FROM records WHERE namespace = ? AND seq < ? AND key IN ({})"
+_KEYS = (
+    "SELECT key FROM records WHERE namespace = ? AND key IS NOT NULL"
+    " AND (expires IS NULL OR expires > ?) ORDER BY key"
+)
+# Queue entries are the rows without a key; `records_key` holds them in (namespace, NULL, seq) order.
+_QUEUE = f"{SELECT} WHERE namespace = ? AND key IS NULL AND (expires IS NULL OR expires > ?) ORDER BY seq"
+_QUEUED_UP_TO = "namespace = ? AND key IS NULL AND seq <= ?"
+_OLDEST_ENTRIES = (
+    "SELECT seq, length(sealed) FROM records WHERE namespace = ? AND key IS NULL ORDER BY seq LIMIT ?"
+)
+# Keyed records have no (namespace, seq) index (it would cost every put a third page): the index gives the
+# namespace's sequence numbers, sorted here; only the chosen rows are read.
+_OLDEST_KEYED = (
+    "SELECT seq, length(sealed) FROM records WHERE seq IN (SELECT seq FROM records"
+    " WHERE namespace = ? AND key IS NOT NULL ORDER BY seq LIMIT ?) ORDER BY seq"
+)
 
 
 class _RejectedError(Exception):
@@ -60,38 +79,81 @@ class Store(Maintenance):
 
     def put(self, namespace: str, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store `value` under `key` (replacing it); durable when this returns."""
-        self.put_many(namespace, [(key, value)], ttl=ttl)
+        ns = check_namespace(namespace)
+        self._put(ns, [(check_key(key), check_value(value, self._max_value_bytes))], ttl)
 
     def put_many(
         self, namespace: str, items: Iterable[tuple[str, bytes]], *, ttl: float | None = None
     ) -> None:
         """Store several records in one transaction: all of them, or none."""
         ns = check_namespace(namespace)
-        checked = [(check_key(key), check_value(value, self._max_value_bytes)) for key, value in items]
+        self._put(
+            ns, [(check_key(key), check_value(value, self._max_value_bytes)) for key, value in items], ttl
+        )
+
+    def _put(self, ns: str, checked: list[tuple[str, bytes]], ttl: float | None) -> None:
         life = self._ttl(ns, ttl)
-        with self._lock, self._refusals(ns, len(checked)), self._write():
-            now = self._clock()
+        size = sum(len(value) for _, value in checked)
+        with self._lock:
+            try:
+                with self._write():
+                    now = self._clock()
+                    if self._fits(ns, len(checked), size):
+                        self._put_all(ns, checked, now, life)
+                        return
+                    for key, value in checked:
+                        self._delete_keys(ns, [key])
+                        self._make_room(ns, len(value), now)
+                        self._insert(ns, _crypto.KIND_VALUE, [(key, value)], now=now, ttl=life)
+            except _RejectedError as rejected:
+                raise self._refused(ns, len(checked), rejected.reason) from None
+
+    def _put_all(self, ns: str, checked: list[tuple[str, bytes]], now: float, life: float | None) -> None:
+        """No quota can be reached on the way: the same result as record by record, in bulk. A key given
+        twice keeps its last value, in the place of its last occurrence.
+
+        Keys that are taken must be found and their rows deleted. Usually the rows simply go in, skipping
+        taken keys (SQLite's uniqueness check finds them, so new keys are not looked up twice), and only
+        the skipped ones are replaced then. In a namespace whose last put replaced keys, the keys are
+        looked up first instead (a skipped row would cost a wasted INSERT). Either way, the same result.
+        """
+        if len(checked) > 1:
+            latest: dict[str, bytes] = {}
             for key, value in checked:
-                self._delete_key(ns, key)
-                self._make_room(ns, len(value), now)
-                self._insert(ns, _crypto.KIND_VALUE, key, value, now=now, ttl=life)
+                latest.pop(key, None)
+                latest[key] = value
+            checked = list(latest.items())
+        first = self._take_seqs(len(checked))
+        expires = None if life is None else now + life
+        with_expiry = expires is not None
+        params = _records.seal_rows(self._keyring, ns, _crypto.KIND_VALUE, first, checked, now, expires)
+        self._account(ns, len(checked), sum(len(value) for _, value in checked))
+        if ns in self._replacing:
+            if not self._delete_older(ns, [key for key, _ in checked], first):
+                self._replacing.discard(ns)
+            _records.insert(self._db, params, with_expiry=with_expiry)
+            return
+        if _records.insert(self._db, params, with_expiry=with_expiry, keep_existing=True) == len(checked):
+            return
+        self._replacing.add(ns)
+        taken = {key for _, key in self._delete_older(ns, [key for key, _ in checked], first)}
+        width = _records.row_width(with_expiry=with_expiry)
+        rest = [params[i : i + width] for i in range(0, len(params), width) if params[i + 2] in taken]
+        _records.insert(self._db, [value for row in rest for value in row], with_expiry=with_expiry)
 
     def get(self, namespace: str, key: str) -> bytes:
         """The value under `key`; `NotFoundError` if absent or expired, `IntegrityError` if tampered with."""
         ns, name = check_namespace(namespace), check_key(key)
         with self._lock:
-            rows = self._db.query(f"{SELECT} WHERE namespace = ? AND key = ?", (ns, name))
+            rows = self._db.query(_GET, (ns, name))
             if not rows:
                 raise NotFoundError(f"namespace {ns} has no key {name!r}")
             try:
-                row = _records.parse(rows[0])
-                value = _records.open_row(
-                    self._keyring, self._store_id, row, namespace=ns, kind=_crypto.KIND_VALUE, key=name
-                )
+                value, expires = _records.open_value(self._keyring, rows[0], ns, name)
             except IntegrityError:
                 self._integrity_failed(ns, rows[0][0], "get")
                 raise
-            if row.expired(self._clock()):
+            if expires is not None and expires <= self._clock():
                 raise NotFoundError(f"namespace {ns} has no key {name!r}")
             return value
 
@@ -99,37 +161,45 @@ class Store(Maintenance):
         """Remove `key`; True if it was there."""
         ns, name = check_namespace(namespace), check_key(key)
         with self._lock, self._write():
-            return self._delete_key(ns, name)
+            return self._delete_keys(ns, [name]) > 0
 
     def keys(self, namespace: str) -> list[str]:
         """The live keys of `namespace`, sorted (names only: nothing is decrypted)."""
         ns = check_namespace(namespace)
         with self._lock:
-            rows = self._db.query(
-                "SELECT key FROM records WHERE namespace = ? AND kind = ? AND key IS NOT NULL"
-                " AND (expires IS NULL OR expires > ?) ORDER BY key",
-                (ns, _crypto.KIND_VALUE, self._clock()),
-            )
+            rows = self._db.query(_KEYS, (ns, self._clock()))
         return [key for (key,) in rows if isinstance(key, str)]
 
     # ---- queues --------------------------------------------------------------------------------------
 
     def append(self, namespace: str, value: bytes, *, ttl: float | None = None) -> int:
         """Add `value` at the tail of the queue `namespace`; returns its sequence number, once durable."""
-        return self.append_many(namespace, [value], ttl=ttl)[0]
+        ns = check_namespace(namespace)
+        return self._append(ns, [check_value(value, self._max_value_bytes)], ttl)[0]
 
     def append_many(self, namespace: str, values: Iterable[bytes], *, ttl: float | None = None) -> list[int]:
         """Append several values in one transaction (all or none); their sequence numbers, in order."""
         ns = check_namespace(namespace)
-        checked = [check_value(value, self._max_value_bytes) for value in values]
+        return self._append(ns, [check_value(value, self._max_value_bytes) for value in values], ttl)
+
+    def _append(self, ns: str, checked: list[bytes], ttl: float | None) -> list[int]:
         life = self._ttl(ns, ttl)
-        seqs: list[int] = []
-        with self._lock, self._refusals(ns, len(checked)), self._write():
-            now = self._clock()
-            for value in checked:
-                self._make_room(ns, len(value), now)
-                seqs.append(self._insert(ns, _crypto.KIND_QUEUE, None, value, now=now, ttl=life))
-        return seqs
+        with self._lock:
+            try:
+                with self._write():
+                    now = self._clock()
+                    if self._fits(ns, len(checked), sum(map(len, checked))):
+                        first = self._insert(
+                            ns, _crypto.KIND_QUEUE, [(None, v) for v in checked], now=now, ttl=life
+                        )
+                        return list(range(first, first + len(checked)))
+                    seqs = []
+                    for value in checked:
+                        self._make_room(ns, len(value), now)
+                        seqs.append(self._insert(ns, _crypto.KIND_QUEUE, [(None, value)], now=now, ttl=life))
+                    return seqs
+            except _RejectedError as rejected:
+                raise self._refused(ns, len(checked), rejected.reason) from None
 
     def read_batch(
         self, namespace: str, max_records: int = 100, max_bytes: int = 1 << 20
@@ -145,15 +215,11 @@ class Store(Maintenance):
         bad: list[int] = []
         total = 0
         with self._lock:
-            query = f"{SELECT} WHERE namespace = ? AND kind = ? AND (expires IS NULL OR expires > ?)"
-            query += " ORDER BY seq"
-            with contextlib.closing(self._db.rows(query, (ns, _crypto.KIND_QUEUE, self._clock()))) as rows:
+            with contextlib.closing(self._db.rows(_QUEUE, (ns, self._clock()))) as rows:
                 for raw in rows:
                     try:
                         row = _records.parse(raw)
-                        value = _records.open_row(
-                            self._keyring, self._store_id, row, namespace=ns, kind=_crypto.KIND_QUEUE
-                        )
+                        value = _records.open_row(self._keyring, row, namespace=ns, kind=_crypto.KIND_QUEUE)
                     except IntegrityError:
                         self._integrity_failed(ns, raw[0], "read_batch")
                         bad.append(raw[0])
@@ -173,15 +239,14 @@ class Store(Maintenance):
         """Remove the queue entries of `namespace` up to and including `up_to_seq`; returns how many."""
         ns = check_namespace(namespace)
         up_to_seq = check_count(up_to_seq, "up_to_seq", minimum=0)
-        where = "namespace = ? AND kind = ? AND seq <= ?"
-        params = (ns, _crypto.KIND_QUEUE, up_to_seq)
+        params = (ns, up_to_seq)
         with self._lock, self._write():
             count, size = self._db.query(
-                f"SELECT count(*), coalesce(sum(length(sealed)), 0) FROM records WHERE {where}",  # noqa: S608
+                f"SELECT count(*), coalesce(sum(length(sealed)), 0) FROM records WHERE {_QUEUED_UP_TO}",  # noqa: S608
                 params,
             )[0]
             if count:
-                self._db.query(f"DELETE FROM records WHERE {where}", params)  # noqa: S608
+                self._db.query(f"DELETE FROM records WHERE {_QUEUED_UP_TO}", params)  # noqa: S608
                 self._account(ns, -count, -(size - count * _crypto.OVERHEAD))
         return int(count)
 
@@ -214,49 +279,66 @@ class Store(Maintenance):
     def _ttl(self, ns: str, ttl: float | None) -> float | None:
         return check_ttl(ttl) if ttl is not None else self.policy(ns).ttl
 
-    @contextlib.contextmanager
-    def _refusals(self, ns: str, records: int) -> Iterator[None]:
-        """Turn an overflow refusal into `StorageError(EDQUOT)` after the transaction rolled back, counted."""
-        try:
-            yield
-        except _RejectedError as rejected:
-            self._count(ns, "rejected", records, pending=False)
-            logger.warning("store.quota_rejected", extra={"namespace": ns, "records": records})
-            raise StorageError(f"namespace {ns}: {rejected.reason}", errno_value=errno.EDQUOT) from None
+    def _refused(self, ns: str, records: int, reason: str) -> StorageError:
+        """An overflow refusal, after its transaction rolled back: counted, and `StorageError(EDQUOT)`."""
+        self._count(ns, "rejected", records, pending=False)
+        logger.warning("store.quota_rejected", extra={"namespace": ns, "records": records})
+        return StorageError(f"namespace {ns}: {reason}", errno_value=errno.EDQUOT)
+
+    def _fits(self, ns: str, records: int, size: int) -> bool:
+        """Whether `records` of `size` value bytes fit under the namespace's quota even if nothing they
+        replace is deleted first (then no quota check on the way can fail or drop anything)."""
+        policy = self.policy(ns)
+        count, total = self._usage.get(ns, (0, 0))
+        return (policy.max_records is None or count + records <= policy.max_records) and (
+            policy.max_bytes is None or total + size <= policy.max_bytes
+        )
 
     def _insert(
-        self, ns: str, kind: int, key: str | None, value: bytes, *, now: float, ttl: float | None
+        self,
+        ns: str,
+        kind: int,
+        entries: Sequence[tuple[str | None, bytes]],
+        *,
+        now: float,
+        ttl: float | None,
     ) -> int:
-        seq = self._next_seq
+        """Seal and insert `(key, value)` entries of one namespace; the first of their sequence numbers."""
+        first = self._take_seqs(len(entries))
         expires = None if ttl is None else now + ttl
-        key_id, sealed = _records.seal_row(
-            self._keyring,
-            self._store_id,
-            seq=seq,
-            namespace=ns,
-            kind=kind,
-            key=key,
-            created=now,
-            expires=expires,
-            value=value,
-        )
-        self._db.query(
-            _records.INSERT,
-            (seq, ns, kind, key, key_id, now, expires, sealed),
-        )
-        self._next_seq = seq + 1
-        self._account(ns, 1, len(value))
-        return seq
+        params = _records.seal_rows(self._keyring, ns, kind, first, entries, now, expires)
+        _records.insert(self._db, params, with_expiry=expires is not None)
+        self._account(ns, len(entries), sum(len(value) for _, value in entries))
+        return first
 
-    def _delete_key(self, ns: str, key: str) -> bool:
-        rows = self._db.query(
-            "SELECT seq, length(sealed) FROM records WHERE namespace = ? AND key = ?", (ns, key)
-        )
-        if not rows:
-            return False
-        self._db.query("DELETE FROM records WHERE seq = ?", (rows[0][0],))
-        self._account(ns, -1, -(int(rows[0][1]) - _crypto.OVERHEAD))
-        return True
+    def _delete_keys(self, ns: str, keys: list[str]) -> int:
+        """Delete the records under `keys` (distinct) of `ns`; returns how many there were."""
+        return len(self._delete_older(ns, keys, self._next_seq))
+
+    def _delete_older(self, ns: str, keys: list[str], before: int) -> list[tuple[int, str]]:
+        """Delete the records of `ns` under `keys` (distinct) numbered below `before`: (seq, key) of each."""
+        found: list[tuple[int, str, int]] = []
+        start = 0
+        while start < len(keys):
+            count = _records.piece(len(keys) - start)
+            found += self._db.query(
+                _FIND_KEYS.format(_records.placeholders(count)), [ns, before, *keys[start : start + count]]
+            )
+            start += count
+        if found:
+            self._delete_seqs([seq for seq, _, _ in found])
+            self._account(ns, -len(found), -sum(int(length) - _crypto.OVERHEAD for _, _, length in found))
+        return [(seq, key) for seq, key, _ in found]
+
+    def _delete_seqs(self, seqs: list[int]) -> None:
+        start = 0
+        while start < len(seqs):
+            count = _records.piece(len(seqs) - start)
+            self._db.query(
+                f"DELETE FROM records WHERE seq IN ({_records.placeholders(count)})",  # noqa: S608
+                seqs[start : start + count],
+            )
+            start += count
 
     def _over(self, ns: str, size: int, policy: NamespacePolicy) -> bool:
         count, total = self._usage.get(ns, (0, 0))
@@ -277,27 +359,31 @@ class Store(Maintenance):
             raise _RejectedError("quota full")
         dropped = dropped_bytes = 0
         while self._over(ns, size, policy):
-            rows = self._db.query(
-                "SELECT seq, length(sealed) FROM records WHERE namespace = ? ORDER BY seq LIMIT ?",
-                (ns, _DROP_CHUNK),
-            )
+            rows = self._oldest(ns)
             if not rows:
                 break
             count, total = self._usage.get(ns, (0, 0))
-            cut = None
+            doomed = []
             for seq, length in rows:
                 value_bytes = int(length) - _crypto.OVERHEAD
-                count, total, cut = count - 1, total - value_bytes, seq
+                count, total = count - 1, total - value_bytes
                 dropped, dropped_bytes = dropped + 1, dropped_bytes + value_bytes
+                doomed.append(seq)
                 self._usage[ns] = (count, total)
                 if not self._over(ns, size, policy):
                     break
-            self._db.query("DELETE FROM records WHERE namespace = ? AND seq <= ?", (ns, cut))
+            self._delete_seqs(doomed)
         self._count(ns, "dropped_records", dropped)
         self._count(ns, "dropped_bytes", dropped_bytes)
         self._report(
             "store.records_dropped", logging.INFO, namespace=ns, records=dropped, bytes=dropped_bytes
         )
+
+    def _oldest(self, ns: str) -> list[tuple[int, int]]:
+        """(seq, sealed length) of the oldest records of `ns`, oldest first, at most `_DROP_CHUNK`."""
+        rows = self._db.query(_OLDEST_ENTRIES, (ns, _DROP_CHUNK))
+        rows += self._db.query(_OLDEST_KEYED, (ns, _DROP_CHUNK))
+        return sorted(rows)[:_DROP_CHUNK]
 
     def _purge(self, now: float, ns: str | None) -> int:
         where = "expires IS NOT NULL AND expires <= ?" + ("" if ns is None else " AND namespace = ?")

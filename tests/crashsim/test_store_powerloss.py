@@ -18,7 +18,7 @@ import pytest
 from device_agent.devkit.crashsim import Exploration, Session, materialised, run_workload
 from device_agent.store import KeyFile, Store, StoreEvent
 
-RECORDS = 60
+RECORDS = 72
 EXPLORATION = Exploration(exhaustive_limit=3, prefixes=6, torn=3, random=3)
 
 

@@ -165,8 +165,8 @@ def test_ciphertext_moved_to_another_namespace_fails(edited):
 
 def test_queue_entry_moved_onto_another_is_dropped_not_returned(edited):
     store = edited(
-        "UPDATE records SET sealed = (SELECT sealed FROM records WHERE kind = 1 ORDER BY seq LIMIT 1)"
-        " WHERE seq = (SELECT max(seq) FROM records WHERE kind = 1)"
+        "UPDATE records SET sealed = (SELECT sealed FROM records WHERE key IS NULL ORDER BY seq LIMIT 1)"
+        " WHERE seq = (SELECT max(seq) FROM records WHERE key IS NULL)"
     )
     events: list[str] = []
     store._on_event = lambda event: events.append(event.name)
@@ -190,7 +190,9 @@ def test_queue_entry_moved_onto_another_is_dropped_not_returned(edited):
         "UPDATE records SET sealed = substr(sealed, 1, 28) WHERE key IS NOT NULL",  # shorter than a tag
         "UPDATE records SET sealed = CAST(sealed AS TEXT) WHERE key IS NOT NULL",  # type flip
         "UPDATE records SET sealed = 42 WHERE key IS NOT NULL",
-        "UPDATE records SET kind = 1 WHERE key IS NOT NULL",
+        # A record's kind is whether it has a key: keyed records turned into queue entries, and back.
+        "UPDATE records SET key = NULL WHERE key IS NOT NULL",
+        "UPDATE records SET key = 'k' WHERE seq = (SELECT min(seq) FROM records WHERE key IS NULL)",
         "UPDATE data_keys SET wrapped = (SELECT wrapped FROM data_keys WHERE namespace = 'two')",
         "UPDATE data_keys SET namespace = 'two' WHERE namespace = 'one'",
     ],
@@ -199,13 +201,15 @@ def test_edited_columns_never_yield_plaintext(edited, sql):
     store = edited(sql)
     every_row = "WHERE key IS NOT NULL" in sql or sql.startswith("UPDATE data_keys")
     originals = {("one", "a"): b"secret of a", ("one", "b"): b"secret of b", ("two", "a"): b"secret of two/a"}
-    for namespace, key in (*originals, ("one", "moved"), ("two", "c")):
+    for namespace, key in (*originals, ("one", "moved"), ("two", "c"), ("queue", "k")):
         try:
             value = store.get(namespace, key)
         except (IntegrityError, NotFoundError):
             continue
         assert value == originals[namespace, key]
         assert not (every_row and namespace == "one")
+    for namespace in ("one", "two", "queue"):  # nor as a queue entry
+        assert all(value in (b"first", b"second") for _, value in store.read_batch(namespace))
 
 
 def test_a_record_from_another_store_fails(tmp_path, clock):
