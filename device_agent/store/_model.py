@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 from device_agent.errors import InvalidInputError
@@ -131,6 +131,20 @@ def check_value(value: object, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise InvalidInputError(f"a value is at most {max_bytes} bytes")
     return data
+
+
+def check_items(items: Iterable[tuple[object, object]], max_bytes: int) -> list[tuple[str, bytes]]:
+    """`check_key` and `check_value` of every (key, value), the usual case (ASCII keys, bytes) inline: a
+    batch checks every record, and two calls per record cost more than the check."""
+    checked: list[tuple[str, bytes]] = []
+    for key, value in items:
+        if type(key) is str and key.isascii() and 0 < len(key) <= MAX_KEY_BYTES and "\x00" not in key:
+            name = key
+        else:
+            name = check_key(key)
+        data = value if type(value) is bytes and len(value) <= max_bytes else check_value(value, max_bytes)
+        checked.append((name, data))
+    return checked
 
 
 def check_count(value: object, name: str, *, minimum: int) -> int:

@@ -36,6 +36,7 @@ from device_agent.store._model import (
     NamespaceStats,
     StoreStats,
     check_count,
+    check_items,
     check_key,
     check_namespace,
     check_ttl,
@@ -87,9 +88,7 @@ class Store(Maintenance):
     ) -> None:
         """Store several records in one transaction: all of them, or none."""
         ns = check_namespace(namespace)
-        self._put(
-            ns, [(check_key(key), check_value(value, self._max_value_bytes)) for key, value in items], ttl
-        )
+        self._put(ns, check_items(items, self._max_value_bytes), ttl)
 
     def _put(self, ns: str, checked: list[tuple[str, bytes]], ttl: float | None) -> None:
         life = self._ttl(ns, ttl)
@@ -99,7 +98,7 @@ class Store(Maintenance):
                 with self._write():
                     now = self._clock()
                     if self._fits(ns, len(checked), size):
-                        self._put_all(ns, checked, now, life)
+                        self._put_all(ns, checked, size, now, life)
                         return
                     for key, value in checked:
                         self._delete_keys(ns, [key])
@@ -108,7 +107,9 @@ class Store(Maintenance):
             except _RejectedError as rejected:
                 raise self._refused(ns, len(checked), rejected.reason) from None
 
-    def _put_all(self, ns: str, checked: list[tuple[str, bytes]], now: float, life: float | None) -> None:
+    def _put_all(
+        self, ns: str, checked: list[tuple[str, bytes]], size: int, now: float, life: float | None
+    ) -> None:
         """No quota can be reached on the way: the same result as record by record, in bulk. A key given
         twice keeps its last value, in the place of its last occurrence.
 
@@ -123,11 +124,12 @@ class Store(Maintenance):
                 latest.pop(key, None)
                 latest[key] = value
             checked = list(latest.items())
+            size = sum(len(value) for _, value in checked)
         first = self._take_seqs(len(checked))
         expires = None if life is None else now + life
         with_expiry = expires is not None
         params = _records.seal_rows(self._keyring, ns, _crypto.KIND_VALUE, first, checked, now, expires)
-        self._account(ns, len(checked), sum(len(value) for _, value in checked))
+        self._account(ns, len(checked), size)
         if ns in self._replacing:
             if not self._delete_older(ns, [key for key, _ in checked], first):
                 self._replacing.discard(ns)
