@@ -345,7 +345,6 @@ class Deployer:
             else:
                 store.set_component(name, proposal, timestamp=self._timestamp)
         configuration = self._config_or_empty(name)
-        self._nucleus.authorizer.set_component_policies(name, configuration.get("accessControl", {}))
         context = self._context(recipe, configuration, recipes)
         work_dir = self._nucleus.work_dir(name)
         spec = ComponentSpec(
@@ -355,6 +354,9 @@ class Deployer:
             log_path=self._nucleus.logs_dir / f"{name}.log",
         )
         self.deployed[name] = DeployedComponent(recipe=recipe, artifact_dir=artifact_dir, spec=spec)
+        # After `deployed` knows the component: policies interpolate `{iot:thingName}` and friends through it
+        # (with interpolateComponentConfiguration), also on a component's first deployment.
+        self._nucleus.authorizer.set_component_policies(name, configuration.get("accessControl", {}))
         if current is None:
             await self._nucleus.lifecycle.add(spec)
             return True

@@ -63,7 +63,11 @@ def _status_lines(nucleus: Nucleus, started: float) -> list[str]:
 
 async def _run(args: argparse.Namespace, source: _Source, root: Path) -> int:
     recipe_dir, artifact_dir = source.recipe_dir, source.artifact_dir
-    options = NucleusOptions(root=root, thing_name=args.thing_name, with_cli=True)
+    # As the suite's deployment templates configure the nucleus: `{iot:thingName}` in recipes' access control
+    # pins each component to the device's own IoT Core topics (interpolateComponentConfiguration).
+    options = NucleusOptions(
+        root=root, thing_name=args.thing_name, with_cli=True, interpolate_component_configuration=True
+    )
     async with Nucleus(options) as nucleus:
         nucleus.deployer.add_recipes(recipe_dir, artifact_dir)
         names = nucleus.deployer.catalog_names()
