@@ -139,6 +139,14 @@ class Keyring:
     def _opener(self, aead: AESGCM, namespace: str) -> Opener:
         return Opener(aead, namespace, _crypto.record_aad_prefix(self._store_id, namespace))
 
+    def spare(self, namespace: str) -> bool:
+        """Whether the next seal in `namespace` writes nothing: an active key under its limit and bound."""
+        key_id = self._active.get(namespace)
+        if key_id is None:
+            return False
+        seals = self._seals[key_id]
+        return seals < self._seal_limit and seals < self._reserved[key_id]
+
     def for_seal(self, namespace: str, now: float) -> tuple[int, Opener]:
         """The active key of `namespace` (made now if it has none or has used up its seals), counted."""
         key_id, opener, _ = self.for_seals(namespace, now, 1)

@@ -94,6 +94,11 @@ class Store(Maintenance):
         life = self._ttl(ns, ttl)
         size = sum(len(value) for _, value in checked)
         with self._lock:
+            if len(checked) == 1 and ns not in self._replacing and self._alone(ns, size):
+                key, value = checked[0]
+                if self._insert_alone(ns, key, value, life) is not None:
+                    return
+                self._replacing.add(ns)  # the key is taken: replace it in a transaction
             try:
                 with self._write():
                     now = self._clock()
@@ -187,6 +192,10 @@ class Store(Maintenance):
     def _append(self, ns: str, checked: list[bytes], ttl: float | None) -> list[int]:
         life = self._ttl(ns, ttl)
         with self._lock:
+            if len(checked) == 1 and self._alone(ns, len(checked[0])):
+                seq = self._insert_alone(ns, None, checked[0], life)
+                if seq is not None:
+                    return [seq]
             try:
                 with self._write():
                     now = self._clock()
@@ -295,6 +304,40 @@ class Store(Maintenance):
         return (policy.max_records is None or count + records <= policy.max_records) and (
             policy.max_bytes is None or total + size <= policy.max_bytes
         )
+
+    def _alone(self, ns: str, size: int) -> bool:
+        """Whether one record can be written as one statement, in SQLite's own transaction (as durable as
+        ours: WAL, synchronous=FULL, committed before the statement returns): nothing else needs writing
+        with it (the sequence and seal bounds have room) and no quota is in reach."""
+        return (
+            not self._in_write
+            and self._next_seq <= self._seq_reserved
+            and self._keyring.spare(ns)
+            and self._fits(ns, 1, size)
+        )
+
+    def _insert_alone(self, ns: str, key: str | None, value: bytes, life: float | None) -> int | None:
+        """Write one record as one statement (see `_alone`); its sequence number, or None (and nothing
+        written) if its key is taken. Skips BEGIN and COMMIT: two statements of a put's four."""
+        now = self._clock()
+        expires = None if life is None else now + life
+        seq = self._next_seq
+        self._next_seq = seq + 1  # taken even if the INSERT fails: a number is never offered twice
+        params = _records.seal_rows(
+            self._keyring,
+            ns,
+            _crypto.KIND_QUEUE if key is None else _crypto.KIND_VALUE,
+            seq,
+            [(key, value)],
+            now,
+            expires,
+        )
+        if not _records.insert(
+            self._db, params, with_expiry=expires is not None, keep_existing=key is not None
+        ):
+            return None
+        self._account(ns, 1, len(value))
+        return seq
 
     def _insert(
         self,
