@@ -132,21 +132,21 @@ class Store(Maintenance):
             size = sum(len(value) for _, value in checked)
         first = self._take_seqs(len(checked))
         expires = None if life is None else now + life
-        with_expiry = expires is not None
-        params = _records.seal_rows(self._keyring, ns, _crypto.KIND_VALUE, first, checked, now, expires)
+        runs = _records.seal_rows(self._keyring, ns, _crypto.KIND_VALUE, first, checked, now, expires)
         self._account(ns, len(checked), size)
         if ns in self._replacing:
             if not self._delete_older(ns, [key for key, _ in checked], first):
                 self._replacing.discard(ns)
-            _records.insert(self._db, params, with_expiry=with_expiry)
+            _records.insert(self._db, runs)
             return
-        if _records.insert(self._db, params, with_expiry=with_expiry, keep_existing=True) == len(checked):
+        if _records.insert(self._db, runs, keep_existing=True) == len(checked):
             return
         self._replacing.add(ns)
         taken = {key for _, key in self._delete_older(ns, [key for key, _ in checked], first)}
-        width = _records.row_width(with_expiry=with_expiry)
-        rest = [params[i : i + width] for i in range(0, len(params), width) if params[i + 2] in taken]
-        _records.insert(self._db, [value for row in rest for value in row], with_expiry=with_expiry)
+        for run in runs:
+            for row in run.rows():
+                if row[2] in taken:
+                    self._db.query(_records.INSERT, row)
 
     def get(self, namespace: str, key: str) -> bytes:
         """The value under `key`; `NotFoundError` if absent or expired, `IntegrityError` if tampered with."""
@@ -323,18 +323,9 @@ class Store(Maintenance):
         expires = None if life is None else now + life
         seq = self._next_seq
         self._next_seq = seq + 1  # taken even if the INSERT fails: a number is never offered twice
-        params = _records.seal_rows(
-            self._keyring,
-            ns,
-            _crypto.KIND_QUEUE if key is None else _crypto.KIND_VALUE,
-            seq,
-            [(key, value)],
-            now,
-            expires,
-        )
-        if not _records.insert(
-            self._db, params, with_expiry=expires is not None, keep_existing=key is not None
-        ):
+        kind = _crypto.KIND_QUEUE if key is None else _crypto.KIND_VALUE
+        runs = _records.seal_rows(self._keyring, ns, kind, seq, [(key, value)], now, expires)
+        if not _records.insert(self._db, runs, keep_existing=key is not None):
             return None
         self._account(ns, 1, len(value))
         return seq
@@ -351,8 +342,7 @@ class Store(Maintenance):
         """Seal and insert `(key, value)` entries of one namespace; the first of their sequence numbers."""
         first = self._take_seqs(len(entries))
         expires = None if ttl is None else now + ttl
-        params = _records.seal_rows(self._keyring, ns, kind, first, entries, now, expires)
-        _records.insert(self._db, params, with_expiry=expires is not None)
+        _records.insert(self._db, _records.seal_rows(self._keyring, ns, kind, first, entries, now, expires))
         self._account(ns, len(entries), sum(len(value) for _, value in entries))
         return first
 
