@@ -1,0 +1,7 @@
+"""`python -m health_monitor`: the component's entry point (the recipe's Run step)."""
+
+from device_agent.component import run_component
+from health_monitor.component import HealthMonitor
+
+if __name__ == "__main__":
+    run_component(HealthMonitor)

@@ -1,0 +1,431 @@
+"""com.deviceagent.HealthMonitor: judge the device's health, keep the health log, publish summaries.
+
+Inputs (handlers only record what arrived; one loop does the judging and the writing):
+- `device-agent/metrics`: the telemetry publisher's latest sample (cpu, memory, swap, disk, temperature);
+  when none arrives for `selfSampleAfterSeconds`, the monitor samples the device itself;
+- `device-agent/heartbeat/+`: each sibling's silence, counted in its own `intervalSeconds`; a heartbeat
+  sequence that starts again without a stop in between is an unexpected restart;
+- `device-agent/events`: integrity, configuration and security events, counted and logged as incidents;
+- `device-agent/store/stats`: seconds since the store last spoke (its stats carry no interval, so the
+  thresholds must exceed the store's `statsIntervalSeconds`);
+- SubscribeToIoTCoreConnectionStatus (skipped where the nucleus lacks it): seconds offline, and seconds
+  since the last summary published while connected;
+- the certificate file, the wall clock against the monotonic one, the boot id and the board's flags.
+
+State changes and incidents go to the health log durably, snapshots every `log.snapshotIntervalSeconds`;
+a summary goes to IoT Core and the local topic at every change and every `summaryIntervalSeconds`.
+
+The monitor's own state: the runtime reports RUNNING with UpdateState once `start()` returns and ERRORED
+on a fatal error. A health log that cannot be written is not fatal (restarting would not free a disk):
+the heartbeat says DEGRADED with the reason, and summaries keep flowing; it says RUNNING again once a
+write succeeds. A device that is CRITICAL does not make the monitor DEGRADED: the monitor is working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+from device_agent.component import Component, Context
+from device_agent.errors import DeviceAgentError, OperationNotSupportedError, StorageError
+from device_agent.files import atomic_write, ensure_private_dir, read_private
+from device_agent.health_log import (
+    HealthLogWriter,
+    Incident,
+    Lifecycle,
+    LifecycleEvent,
+    Record,
+    Severity,
+    Snapshot,
+    StateChange,
+    utc_now,
+)
+from device_agent.ipc_types import IotCoreConnectionStatus, LocalMessage
+from device_agent.metrics import Group, Sampler, SamplerSettings
+from device_agent.metrics.source import PsutilSource
+from health_monitor.config import HealthConfig, summary_topic
+from health_monitor.monitor import Monitor
+from health_monitor.readings import (
+    board_readings,
+    certificate_days_left,
+    clock_unset,
+    event_check,
+    inode_readings,
+    sample_readings,
+)
+from health_monitor.summary import summary
+
+logger = logging.getLogger(__name__)
+
+NAME: Final = "com.deviceagent.HealthMonitor"
+LOG_DIRECTORY_ENV: Final = "HEALTH_LOG_DIRECTORY"
+STATE_DIRECTORY_ENV: Final = "HEALTH_STATE_DIRECTORY"
+STATE_FILE: Final = "monitor.json"
+METRICS_TOPIC: Final = "device-agent/metrics"
+HEARTBEATS_TOPIC: Final = "device-agent/heartbeat/+"
+EVENTS_TOPIC: Final = "device-agent/events"
+STORE_STATS_TOPIC: Final = "device-agent/store/stats"
+PUBLISH_TIMEOUT: Final = 5.0
+_SEVERITIES: Final = {s.value: s for s in Severity}
+
+
+@dataclasses.dataclass
+class _Beat:
+    last: float
+    interval: float
+    sequence: int
+
+
+class HealthMonitor(Component[HealthConfig]):
+    name: ClassVar[str] = NAME
+    config_model = HealthConfig
+
+    def __init__(self) -> None:
+        self.log_dir = Path(os.environ.get(LOG_DIRECTORY_ENV, "health")).absolute()
+        self.state_dir = Path(os.environ.get(STATE_DIRECTORY_ENV, "state")).absolute()
+        self.pending: list[Record] = []
+        self.beats: dict[str, _Beat] = {}
+        self.last_sample: float | None = None
+        self.last_stats: float | None = None
+        self.connected: bool | None = None
+        self.offline_since: float | None = None
+        self.last_connected_publish: float | None = None
+        self.certificate_read: float | None = None
+        self.log_problem: str | None = None
+        self.sequence = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self, ctx: Context[HealthConfig]) -> None:
+        self.ctx = ctx
+        self.wake = asyncio.Event()
+        self.write_lock = asyncio.Lock()
+        self.monitor = Monitor(ctx.config.checks)
+        self.writer = self._new_writer(ctx.config)
+        self.sampler = Sampler(SamplerSettings(groups=frozenset({Group.CPU, Group.MEMORY, Group.DISK})))
+        self.mono, self.wall = time.monotonic(), time.time()
+        await self._write(
+            [
+                Lifecycle(
+                    time=utc_now(), event=LifecycleEvent.MONITOR_STARTED, detail=f"version {self.version}"
+                )
+            ]
+        )
+        await self._check_boot()
+        ipc = ctx.ipc
+        await ipc.subscribe(METRICS_TOPIC, self._on_metrics)
+        await ipc.subscribe(HEARTBEATS_TOPIC, self._on_heartbeat)
+        await ipc.subscribe(EVENTS_TOPIC, self._on_event)
+        await ipc.subscribe(STORE_STATS_TOPIC, self._on_store_stats)
+        try:
+            await ipc.subscribe_to_connection_status(self._on_connection)
+        except OperationNotSupportedError:
+            logger.info("health.no_connection_status")
+
+    def _new_writer(self, config: HealthConfig) -> HealthLogWriter:
+        return HealthLogWriter(
+            self.log_dir,
+            max_file_bytes=config.log.max_file_bytes,
+            max_files=config.log.max_files,
+            group=config.log.technician_group or None,
+        )
+
+    async def run(self, ctx: Context[HealthConfig]) -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._judge_forever(ctx), name="health.judge")
+                tasks.create_task(self._sample_when_quiet(ctx), name="health.self-sample")
+                await ctx.stopping.wait()
+                raise _Stopping
+        except* _Stopping:
+            pass
+        finally:
+            with contextlib.suppress(DeviceAgentError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._publish_summary(ctx, "stop")
+                    await self._write([Lifecycle(time=utc_now(), event=LifecycleEvent.MONITOR_STOPPED)])
+                    self._save_state(clean=True)
+            await asyncio.to_thread(self.writer.close)
+
+    async def on_config(
+        self,
+        ctx: Context[HealthConfig],  # noqa: ARG002 - the runtime's signature
+        old: HealthConfig,
+        new: HealthConfig,
+    ) -> None:
+        self.monitor.configure(new.checks)
+        if old.log != new.log:
+            async with self.write_lock:
+                await asyncio.to_thread(self.writer.close)
+                self.writer = self._new_writer(new)
+        self.certificate_read = None  # the path may have changed: read it at the next tick
+        self.wake.set()
+
+    # ---- boot and restarts -----------------------------------------------------------------------------
+
+    async def _check_boot(self) -> None:
+        try:
+            boot = await asyncio.to_thread(PsutilSource().boot_id)
+        except Exception:  # noqa: BLE001 - no boot id: the reboot check stays off
+            logger.warning("health.no_boot_id")
+            return
+        previous: dict[str, Any] = {}
+        with contextlib.suppress(DeviceAgentError, ValueError, OSError):
+            previous = json.loads(read_private(self.state_dir / STATE_FILE, max_bytes=4096))
+        self.boot = boot
+        if previous.get("boot") not in (None, boot):
+            self.monitor.count_event("reboot")
+            self.pending.append(
+                Lifecycle(time=utc_now(), event=LifecycleEvent.REBOOT_DETECTED, detail="the boot id changed")
+            )
+        elif previous.get("boot") == boot and previous.get("clean") is False:
+            self.monitor.count_event("unexpected_restart")
+            self.pending.append(
+                Incident(
+                    time=utc_now(),
+                    check="unexpected_restart",
+                    event="monitor.restarted",
+                    severity=Severity.WARNING,
+                    component=NAME,
+                    message="the health monitor restarted without stopping first",
+                )
+            )
+        self._save_state(clean=False)
+
+    def _save_state(self, *, clean: bool) -> None:
+        boot = getattr(self, "boot", None)
+        if boot is None:
+            return
+        try:
+            ensure_private_dir(self.state_dir)
+            atomic_write(self.state_dir / STATE_FILE, json.dumps({"boot": boot, "clean": clean}).encode())
+        except DeviceAgentError as exc:
+            logger.warning("health.state_not_saved", extra={"error": type(exc).__name__})
+
+    # ---- inputs ----------------------------------------------------------------------------------------
+
+    def _observe(self, check: str, value: float, subject: str | None = None) -> None:
+        changes = self.monitor.observe(check, value, subject)
+        if changes:
+            self.pending.extend(changes)
+            self.wake.set()
+
+    def _on_metrics(self, message: LocalMessage) -> None:
+        payload = message.payload
+        sample = payload.get("sample") if isinstance(payload, dict) else None
+        if not isinstance(sample, dict):
+            return
+        self.last_sample = time.monotonic()
+        for check, subject, value in sample_readings(sample):
+            self._observe(check, value, subject)
+
+    def _on_heartbeat(self, message: LocalMessage) -> None:
+        payload = message.payload
+        if not isinstance(payload, dict):
+            return
+        component, interval, sequence = (
+            payload.get("component"),
+            payload.get("intervalSeconds"),
+            payload.get("sequence"),
+        )
+        if not isinstance(component, str) or component == NAME:
+            return
+        if payload.get("state") == "STOPPING":  # stopping on purpose: not a silence to judge
+            self.beats.pop(component, None)
+            self.monitor.forget("heartbeat", component)
+            return
+        if not isinstance(interval, int | float) or interval <= 0 or not isinstance(sequence, int):
+            return
+        previous = self.beats.get(component)
+        if previous is not None and sequence <= previous.sequence:
+            self.monitor.count_event("unexpected_restart")
+            self.pending.append(
+                Incident(
+                    time=utc_now(),
+                    check="unexpected_restart",
+                    event="component.restarted",
+                    severity=Severity.WARNING,
+                    component=component,
+                    message="restarted without stopping first (its heartbeats began again at 1)",
+                )
+            )
+        self.beats[component] = _Beat(last=time.monotonic(), interval=float(interval), sequence=sequence)
+        self._observe("heartbeat", 0.0, component)
+
+    def _on_event(self, message: LocalMessage) -> None:
+        payload = message.payload
+        if not isinstance(payload, dict) or payload.get("component") == NAME:
+            return
+        check = event_check(payload)
+        if check is None or not self.monitor.enabled(check):
+            return
+        self.monitor.count_event(check)
+        component = payload.get("component")
+        text = payload.get("message")
+        self.pending.append(
+            Incident(
+                time=utc_now(),
+                check=check,
+                event=str(payload["event"]),
+                severity=_SEVERITIES.get(str(payload.get("severity")), Severity.WARNING),
+                component=component if isinstance(component, str) else None,
+                message=text if isinstance(text, str) else "",
+            )
+        )
+        self.wake.set()
+
+    def _on_store_stats(self, _message: LocalMessage) -> None:
+        self.last_stats = time.monotonic()
+        self._observe("store", 0.0)
+
+    def _on_connection(self, status: IotCoreConnectionStatus) -> None:
+        now = time.monotonic()
+        self.connected = status.connected
+        if status.connected:
+            self.offline_since = None
+        elif self.offline_since is None:
+            self.offline_since = now
+        self.wake.set()
+
+    # ---- the loop --------------------------------------------------------------------------------------
+
+    async def _judge_forever(self, ctx: Context[HealthConfig]) -> None:
+        now = time.monotonic()
+        next_summary, next_snapshot = now, now
+        reason = "start"
+        while not ctx.stopping.is_set():
+            config = ctx.config
+            await self._read_the_device(config)
+            self.pending.extend(self.monitor.tick())
+            changed = any(isinstance(r, StateChange | Incident) for r in self.pending)
+            records, self.pending = self.pending, []
+            now = time.monotonic()
+            if now >= next_snapshot:
+                records.append(self._snapshot(config))
+                next_snapshot = now + config.log.snapshot_interval_seconds
+            if records:
+                await self._write(records)
+            if changed or now >= next_summary:
+                await self._publish_summary(ctx, "change" if changed else reason)
+                next_summary = now + config.summary_interval_seconds
+                reason = "periodic"
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=config.evaluate_interval_seconds)
+
+    async def _read_the_device(self, config: HealthConfig) -> None:
+        now = time.monotonic()
+        for component, beat in self.beats.items():
+            self._observe("heartbeat", (now - beat.last) / beat.interval, component)
+        if self.connected is not None:
+            offline = 0.0 if self.offline_since is None else now - self.offline_since
+            self._observe("cloud_connection", offline)
+            if self.last_connected_publish is not None:
+                self._observe("last_publish", now - self.last_connected_publish)
+        if self.last_stats is not None:
+            self._observe("store", now - self.last_stats)
+        wall_now = time.time()
+        jump = abs((wall_now - self.wall) - (now - self.mono))
+        self.mono, self.wall = now, wall_now
+        self._observe("clock_jump", jump)
+        self._observe("clock_unset", clock_unset(utc_now()))
+        # Inodes are not in the publisher's samples; statvfs is cheap enough for every tick.
+        for check, subject, value in (*inode_readings(config.mounts), *board_readings()):
+            self._observe(check, value, subject)
+        if config.certificate_path and (
+            self.certificate_read is None or now - self.certificate_read >= config.certificate_check_seconds
+        ):
+            self.certificate_read = now
+            await self._read_certificate(config.certificate_path)
+
+    async def _read_certificate(self, path: str) -> None:
+        try:
+            pem = await asyncio.to_thread(Path(path).read_bytes)
+            days = certificate_days_left(pem, utc_now())
+        except (OSError, ValueError) as exc:
+            logger.warning("health.certificate_unreadable", extra={"error": type(exc).__name__})
+            return
+        self._observe("certificate", days)
+
+    async def _sample_when_quiet(self, ctx: Context[HealthConfig]) -> None:
+        """Sample the device only while the telemetry publisher's samples are not arriving."""
+        started = time.monotonic()
+        while not await ctx.sleep(ctx.config.self_sample_after_seconds):
+            quiet_since = self.last_sample if self.last_sample is not None else started
+            if time.monotonic() - quiet_since < ctx.config.self_sample_after_seconds:
+                continue
+            mounts = ctx.config.mounts
+            if self.sampler.settings.mounts != mounts:
+                self.sampler.configure(dataclasses.replace(self.sampler.settings, mounts=mounts))
+            sample = await asyncio.to_thread(self.sampler.sample)
+            for check, subject, value in sample_readings(sample):
+                self._observe(check, value, subject)
+
+    def _snapshot(self, config: HealthConfig) -> Snapshot:
+        return Snapshot(
+            time=utc_now(),
+            overall=self.monitor.overall(),
+            interval_seconds=config.log.snapshot_interval_seconds,
+            checks=self.monitor.statuses()[:200],
+        )
+
+    # ---- outputs ---------------------------------------------------------------------------------------
+
+    async def _write(self, records: list[Record]) -> None:
+        async with self.write_lock:
+            try:
+                await asyncio.to_thread(self._append_all, records)
+            except StorageError as exc:
+                problem = f"the health log cannot be written ({type(exc).__name__})"
+                if self.log_problem is None:
+                    logger.warning("health.log_not_written", extra={"reason": str(exc)})
+                self.log_problem = problem
+                self.ctx.set_health("DEGRADED", problem)
+                return
+        if self.log_problem is not None:
+            self.log_problem = None
+            self.ctx.set_health("RUNNING")
+
+    def _append_all(self, records: list[Record]) -> None:
+        self.writer.open()  # at once if open; else the folder, modes and bound first
+        for record in records:
+            self.writer.append(record)
+
+    async def _publish_summary(self, ctx: Context[HealthConfig], reason: str) -> None:
+        config = ctx.config
+        self.sequence += 1
+        body = summary(
+            thing=ctx.thing_name,
+            component=NAME,
+            version=self.version,
+            time=utc_now(),
+            sequence=self.sequence,
+            reason=reason,
+            overall=self.monitor.overall(),
+            interval_seconds=config.summary_interval_seconds,
+            checks=self.monitor.statuses(),
+        )
+        try:
+            await ctx.ipc.publish(config.local_topic, body, timeout=PUBLISH_TIMEOUT)
+        except DeviceAgentError as exc:
+            logger.warning("health.local_summary_not_sent", extra={"error": type(exc).__name__})
+        try:
+            await ctx.ipc.publish_to_iot_core(
+                summary_topic(config.topic, ctx.thing_name), json.dumps(body), timeout=PUBLISH_TIMEOUT
+            )
+        except DeviceAgentError as exc:
+            logger.warning("health.summary_not_sent", extra={"error": type(exc).__name__})
+            return
+        if self.connected:
+            self.last_connected_publish = time.monotonic()
+
+
+class _Stopping(Exception):  # noqa: N818 - a signal, not an error
+    """Raised inside the task group to end it when the component stops."""
