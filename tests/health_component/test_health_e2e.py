@@ -1,0 +1,287 @@
+"""The health monitor end to end: built as it ships, on the local nucleus, judging real readings.
+
+Thresholds are set so that the machine's real readings cross them; short intervals keep each test fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import psutil
+import pytest
+
+from device_agent.devkit.testing import VirtualDevice
+from tests.health_component.conftest import HEALTH
+from tests.lib.runtime_probe import write_runtime_probe
+
+pytestmark = pytest.mark.slow
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+CLOUD_TOPIC = "dt/device-agent/+/health"
+LOCAL_TOPIC = "device-agent/health"
+PROBE = "com.test.HeartbeatProbe"
+FAST = {"evaluateIntervalSeconds": 0.2, "summaryIntervalSeconds": 2.0, "heartbeatIntervalSeconds": 1.0}
+
+
+def health_config(**extra: Any) -> dict[str, dict[str, Any]]:
+    return {HEALTH: {"MERGE": {**FAST, **extra}}}
+
+
+def summaries(device: VirtualDevice) -> list[dict[str, Any]]:
+    return [r.message for r in device.local_messages(LOCAL_TOPIC)]
+
+
+def states(summary: dict[str, Any], check: str) -> dict[str | None, str]:
+    return {c.get("subject"): c["state"] for c in summary["checks"] if c["check"] == check}
+
+
+async def wait_for_summary(
+    device: VirtualDevice, predicate: Callable[[dict[str, Any]], bool], timeout: float, what: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        for summary in summaries(device):
+            if predicate(summary):
+                return summary
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+def log_dir(device: VirtualDevice) -> Path:
+    return device.root / "work" / HEALTH / "health"
+
+
+def log_lines(device: VirtualDevice) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted(log_dir(device).glob("health.log*"), reverse=True):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return lines
+
+
+def validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / "health-summary.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+async def test_summaries_reach_iot_core_and_the_local_topic_and_validate(start_device, health_base: Path):
+    async with start_device(
+        health_base, update_config=health_config(), interpolate_component_configuration=True
+    ) as device:
+        await device.wait_for_published(CLOUD_TOPIC, count=3, timeout=30)
+        await device.wait_for_local(LOCAL_TOPIC, count=3, timeout=30)
+        check = validator()
+        cloud = device.published_json(CLOUD_TOPIC)
+        for message in [*cloud, *summaries(device)]:
+            check.validate(message)
+        assert {r.topic for r in device.published(CLOUD_TOPIC)} == {
+            f"dt/device-agent/{device.nucleus.thing_name}/health"
+        }
+        assert cloud[0]["reason"] == "start"
+        assert any(m["reason"] == "periodic" for m in cloud)
+        sequences = [m["sequence"] for m in cloud]
+        assert sequences == sorted(sequences)
+        # The store's stats and the clock were judged, and each check says when it was verified.
+        last = cloud[-1]
+        assert {"clock_unset", "clock_jump"} <= {c["check"] for c in last["checks"]}
+        assert all("verified" in c for c in last["checks"])
+
+
+def free_inodes_percent() -> float | None:
+    stats = os.statvfs("/")
+    return None if stats.f_files == 0 else 100.0 * stats.f_favail / stats.f_files
+
+
+def device_health(device: VirtualDevice, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "device_agent.health_cli", "--log-dir", str(log_dir(device)), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+
+
+async def test_real_readings_cross_thresholds_then_recover_only_past_the_hysteresis(
+    start_device, health_base: Path
+):
+    free = free_inodes_percent()
+    if free is None or free > 98.0:
+        pytest.skip("the root file system reports no inode count, or too few used to set thresholds above")
+    timing = {"forSeconds": 0.5, "recoverSeconds": 0.5, "hysteresis": 0.0}
+
+    async def set_inodes(**rule: float) -> None:
+        result = await device.deploy(update_config=health_config(checks={"inodes": {**timing, **rule}}))
+        assert result.succeeded, result.reason
+
+    def inodes(state: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda s: states(s, "inodes").get("/") == state
+
+    async with start_device(
+        health_base, update_config=health_config(), interpolate_component_configuration=True
+    ) as device:
+        await wait_for_summary(device, inodes("OK"), 30, "inodes never judged")
+        await set_inodes(warn=free + 1, critical=1.0)
+        warn = await wait_for_summary(device, inodes("WARN"), 15, "no WARN with the reading below warn")
+        await set_inodes(warn=free + 1, critical=free + 0.5)
+        await wait_for_summary(device, inodes("CRITICAL"), 15, "no CRITICAL with the reading below critical")
+        # Back above warn, but not by the hysteresis: CRITICAL falls to WARN, and WARN holds.
+        count = len(summaries(device))
+        await set_inodes(warn=free - 1, critical=1.0, hysteresis=2.0)
+        await wait_for_summary(
+            device,
+            lambda s: s["sequence"] > count and inodes("WARN")(s) and s["reason"] == "change",
+            15,
+            "CRITICAL did not fall to WARN",
+        )
+        held = len(summaries(device))
+        await device.wait_for_local(LOCAL_TOPIC, count=held + 2, timeout=15)
+        assert all(inodes("WARN")(s) for s in summaries(device)[held:])
+        await set_inodes(warn=free - 1, critical=1.0, hysteresis=0.5)
+        ok = await wait_for_summary(
+            device, lambda s: s["sequence"] > held and inodes("OK")(s), 15, "no recovery"
+        )
+        assert ok["overall"] in {"OK", "WARN", "UNKNOWN"}
+        assert warn["overall"] in {"WARN", "CRITICAL"}
+        changes = [
+            (line["from"], line["to"])
+            for line in log_lines(device)
+            if line["kind"] == "state" and line["check"] == "inodes"
+        ]
+        assert changes == [("OK", "WARN"), ("WARN", "CRITICAL"), ("CRITICAL", "WARN"), ("WARN", "OK")]
+        rising = next(line for line in log_lines(device) if line["kind"] == "state" and line["to"] == "WARN")
+        assert rising["evidence"].startswith("at or below")
+
+
+async def test_a_silent_sibling_is_reported_within_two_heartbeat_intervals(start_device, health_base: Path):
+    write_runtime_probe(health_base, PROBE, config={"heartbeatIntervalSeconds": 1.0})
+
+    def probe_heartbeat(state: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda s: states(s, "heartbeat").get(PROBE) == state
+
+    async with start_device(
+        health_base, update_config=health_config(), interpolate_component_configuration=True
+    ) as device:
+        await wait_for_summary(device, probe_heartbeat("OK"), 30, "the probe's heartbeat never judged")
+        pid = component_pid(device, "code.py")
+        os.kill(pid, signal.SIGSTOP)  # stuck: the nucleus still sees it running, only its silence tells
+        try:
+            stopped_at = time.monotonic()
+            beats = device.local_messages(f"device-agent/heartbeat/{PROBE}")
+            await wait_for_summary(device, probe_heartbeat("WARN"), 10, "the silence was not reported")
+            reported = next(
+                r.time for r in device.local_messages(LOCAL_TOPIC) if probe_heartbeat("WARN")(r.message)
+            )
+            last_beat = max(b.time for b in beats)
+            assert reported - last_beat <= 2.0, (reported - last_beat, reported - stopped_at)  # two intervals
+            await wait_for_summary(device, probe_heartbeat("CRITICAL"), 10, "no CRITICAL after 3 intervals")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_for_summary(
+            device,
+            lambda s: s["time"] > reported_time(device) and probe_heartbeat("OK")(s),
+            10,
+            "no recovery when the heartbeats came back",
+        )
+        result = device_health(device, "--check", "heartbeat", "--json")
+        report = json.loads(result.stdout)
+        assert any(line["kind"] == "state" and line["to"] == "CRITICAL" for line in report["timeline"])
+
+
+def reported_time(device: VirtualDevice) -> str:
+    times: list[str] = [
+        r.message["time"] for r in device.local_messages(LOCAL_TOPIC) if r.message["overall"] == "CRITICAL"
+    ]
+    return max(times)
+
+
+def component_pid(device: VirtualDevice, marker: str) -> int:
+    """The Python process (not the shell that started it) running `marker` for this device."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            command = proc.cmdline()
+            if (
+                "python" in proc.name()
+                and any(marker in part for part in command)
+                and str(device.root) in " ".join(proc.environ().values())
+            ):
+                pid: int = proc.pid
+                return pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no process runs {marker}")
+
+
+async def test_going_offline_is_reported_and_recovers(start_device, health_base: Path):
+    config = health_config(checks={"cloudConnection": {"warn": 1.0, "critical": 2.0}})
+
+    def connection(state: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda s: states(s, "cloud_connection").get(None) == state
+
+    async with start_device(
+        health_base, update_config=config, interpolate_component_configuration=True
+    ) as device:
+        await wait_for_summary(device, connection("OK"), 30, "the connection was never judged")
+        await device.go_offline()
+        critical = await wait_for_summary(device, connection("CRITICAL"), 15, "going offline not reported")
+        assert critical["overall"] == "CRITICAL"
+        await device.go_online()
+        await wait_for_summary(
+            device, lambda s: s["time"] > critical["time"] and connection("OK")(s), 15, "no recovery online"
+        )
+        # The summaries made offline reach the cloud once the link is back (the nucleus spooled them).
+        await device.wait_for_published(
+            CLOUD_TOPIC, where=lambda r: json.loads(r.payload)["overall"] == "CRITICAL", timeout=15
+        )
+        reasons = {line.get("to") for line in log_lines(device) if line.get("check") == "cloud_connection"}
+        assert {"WARN", "CRITICAL", "OK"} <= reasons
+
+
+async def test_a_store_integrity_event_shows_up_and_device_health_reads_it(start_device, health_base: Path):
+    from device_agent.messages import Category, Severity, event  # noqa: PLC0415
+
+    async with start_device(
+        health_base, update_config=health_config(), interpolate_component_configuration=True
+    ) as device:
+        await device.wait_for_local(LOCAL_TOPIC, timeout=30)
+        device.publish_local(
+            "device-agent/events",
+            event(
+                component="com.deviceagent.EncryptedStore",
+                thing=device.nucleus.thing_name,
+                name="store.integrity_failed",
+                category=Category.INTEGRITY,
+                severity=Severity.CRITICAL,
+                message="A record failed its integrity check and was refused.",
+                details={"namespace": "telemetry-spool"},
+            ),
+        )
+        summary = await wait_for_summary(
+            device, lambda s: states(s, "integrity").get(None) == "CRITICAL", 15, "no integrity CRITICAL"
+        )
+        assert summary["overall"] == "CRITICAL"
+        await device.wait_for_published(
+            CLOUD_TOPIC, where=lambda r: json.loads(r.payload)["overall"] == "CRITICAL", timeout=15
+        )
+        incidents = [line for line in log_lines(device) if line["kind"] == "incident"]
+        assert [i["event"] for i in incidents] == ["store.integrity_failed"]
+        assert incidents[0]["component"] == "com.deviceagent.EncryptedStore"
+        # The technician's tool reads the same from the log alone.
+        result = device_health(device, "--json")
+        report = json.loads(result.stdout)
+        assert result.returncode == 2, result.stdout
+        assert report["status"] == "CRITICAL"
+        assert any(a["check"] == "integrity" for a in report["attention"])
+        screen = device_health(device)
+        assert "integrity" in screen.stdout
+        assert screen.returncode == 2
