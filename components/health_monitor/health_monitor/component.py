@@ -6,8 +6,8 @@ Inputs (handlers only record what arrived; one loop does the judging and the wri
 - `device-agent/heartbeat/+`: each sibling's silence, counted in its own `intervalSeconds`; a heartbeat
   sequence that starts again without a stop in between is an unexpected restart;
 - `device-agent/events`: integrity, configuration and security events, counted and logged as incidents;
-- `device-agent/store/stats`: seconds since the store last spoke (its stats carry no interval, so the
-  thresholds must exceed the store's `statsIntervalSeconds`);
+- `device-agent/store/stats`: how many seconds the store's next stats are overdue; its stats carry no
+  interval, so the expected one is the gap between its last two (judged from the second one on);
 - SubscribeToIoTCoreConnectionStatus (skipped where the nucleus lacks it): seconds offline, and seconds
   since the last summary published while connected;
 - the certificate file, the wall clock against the monotonic one, the boot id and the board's flags.
@@ -94,6 +94,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.beats: dict[str, _Beat] = {}
         self.last_sample: float | None = None
         self.last_stats: float | None = None
+        self.stats_gap: float | None = None
         self.connected: bool | None = None
         self.offline_since: float | None = None
         self.last_connected_publish: float | None = None
@@ -282,8 +283,11 @@ class HealthMonitor(Component[HealthConfig]):
         self.wake.set()
 
     def _on_store_stats(self, _message: LocalMessage) -> None:
-        self.last_stats = time.monotonic()
-        self._observe("store", 0.0)
+        now = time.monotonic()
+        if self.last_stats is not None:
+            self.stats_gap = now - self.last_stats
+            self._observe("store", 0.0)
+        self.last_stats = now
 
     def _on_connection(self, status: IotCoreConnectionStatus) -> None:
         now = time.monotonic()
@@ -329,8 +333,8 @@ class HealthMonitor(Component[HealthConfig]):
             self._observe("cloud_connection", offline)
             if self.last_connected_publish is not None:
                 self._observe("last_publish", now - self.last_connected_publish)
-        if self.last_stats is not None:
-            self._observe("store", now - self.last_stats)
+        if self.last_stats is not None and self.stats_gap is not None:
+            self._observe("store", max(0.0, now - self.last_stats - self.stats_gap))
         wall_now = time.time()
         jump = abs((wall_now - self.wall) - (now - self.mono))
         self.mono, self.wall = now, wall_now
