@@ -1,6 +1,6 @@
 """Record sealing: AES-256-GCM with a fresh random nonce and associated data that binds every column.
 
-Sealed value (the `records.sealed` column), format 1:
+Sealed value (the `records.sealed` column), format 1 (the same in store formats 1 and 2):
 
     u8 format (=1) | nonce (12 random bytes) | AES-256-GCM ciphertext | tag (16)      → value + 29 bytes
 
@@ -10,12 +10,17 @@ Associated data of a record (never stored; rebuilt from the row on every read):
     | u32 len | key (UTF-8; empty for queue entries) | u64 seq | u64 key id | f64 created
     | u8 has-expiry | f64 expires
 
+where kind is 0 for a keyed value and 1 for a queue entry (a row's kind is whether it has a key). All but
+the last 33 bytes depend only on the namespace and kind, so the engine keeps the namespace's prefix with its
+unwrapped key (`record_aad_prefix`).
+
 so a ciphertext copied onto another row, namespace, store or key id, or a row whose times were edited, fails
 to open. A wrapped data key is `u8 format | nonce | AES-256-GCM(KEK, data key)` with associated data
 binding store id, namespace and key id; the KEK check value seals an empty message bound to the store id.
 
 The nonce is made here from `os.urandom` and nowhere else: no caller can pass one (NIST SP 800-38D caps a
-random-nonce key at 2^32 seals; the engine rotates long before, see `DEFAULT_SEAL_LIMIT`).
+random-nonce key at 2^32 seals; the engine rotates long before, see `DEFAULT_SEAL_LIMIT`, and counts seals
+so that a crash can only over-count them, see `_keyring`).
 """
 
 from __future__ import annotations

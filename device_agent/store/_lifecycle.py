@@ -3,7 +3,12 @@
 Open: make the directory 0700; load the KEK (a malformed key file is set aside and replaced); pre-create the
 database, -wal and -shm 0600 and check them (no links, ours, private); connect; set and read back WAL and
 `synchronous=FULL`; run `integrity_check`; check the file's identity (application id, format) and that the
-KEK opens its check value; load the data keys and per-namespace usage; purge expired records.
+KEK opens its check value; load the data keys, the sequence bound and per-namespace usage; purge expired
+records. A file of another format (format 1 included) is recovered like a damaged one, its records salvaged.
+
+Sequence numbers are reserved like seal counts (see `_keyring`): `meta.seq_reserved` bounds every number
+ever issued, is raised `SEQ_RESERVATION` ahead in the transaction that needs it, and an opened store goes on
+past it, so no number is issued twice whatever crashed (AUTOINCREMENT would write its counter every time).
 
 Recovery: when any check fails, the database (with its -wal and -shm) is renamed to
 `<name>.corrupt-<UTC stamp>`, a new store is created, the records that still authenticate are copied into it

@@ -7,7 +7,9 @@
         store.ack("telemetry", batch[-1][0])
 
 Durability: `put`, `put_many`, `append`, `append_many`, `delete`, `ack` and the erases return only after
-their transaction committed with `synchronous=FULL` in WAL mode, so the caller may acknowledge upstream.
+their transaction committed with `synchronous=FULL` in WAL mode, so the caller may acknowledge upstream. (A
+write of one record that needs nothing else written is a single INSERT: SQLite's own transaction around
+one statement, committed and synced the same way, without a BEGIN and a COMMIT of ours.)
 Everything is synchronous and serialised by one lock; from a coroutine call it through `asyncio.to_thread`.
 
 Sequence numbers are store-wide, strictly increasing, never reused (a reserved bound in the file covers every
