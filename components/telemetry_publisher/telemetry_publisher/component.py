@@ -80,6 +80,7 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         self.decision: Decision | None = None
         self.baseline_saved = True
         self.unauthorized_reported: float | None = None
+        self.state_due = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -110,6 +111,7 @@ class TelemetryPublisher(Component[TelemetryConfig]):
                 tasks.create_task(self._sample_forever(ctx), name="telemetry.sample")
                 tasks.create_task(self.spool.run(), name="telemetry.drain")
                 tasks.create_task(self._follow_connection(ctx), name="telemetry.connection")
+                tasks.create_task(self._save_state_forever(), name="telemetry.state")
                 await ctx.stopping.wait()
                 raise _Stopping
         except* _Stopping:
@@ -205,9 +207,21 @@ class TelemetryPublisher(Component[TelemetryConfig]):
             except DeviceAgentError as error:
                 logger.warning("telemetry.local_not_sent", extra={"error": type(error).__name__})
         await self.spool.submit(record)
-        await self._save_state(ctx)
+        self.state_due.set()
+        if not self.spool.stats.store_available:
+            ctx.set_health("DEGRADED", "store unavailable: samples kept in memory")
+        else:
+            ctx.set_health("RUNNING")
 
-    async def _save_state(self, ctx: Context[TelemetryConfig]) -> None:
+    async def _save_state_forever(self) -> None:
+        """Persist the latest baseline (and usage) after each sample, beside the sampling, never in its way:
+        a store that does not answer costs this task its timeout, not the schedule a sample."""
+        while True:
+            await self.state_due.wait()
+            self.state_due.clear()
+            await self._save_state()
+
+    async def _save_state(self) -> None:
         baseline = self.sampler.baseline
         try:
             if baseline is not None:
@@ -219,11 +233,6 @@ class TelemetryPublisher(Component[TelemetryConfig]):
             self.baseline_saved = False
         else:
             self.baseline_saved = True
-        stats = self.spool.stats
-        if not stats.store_available:
-            ctx.set_health("DEGRADED", "store unavailable: samples kept in memory")
-        else:
-            ctx.set_health("RUNNING")
 
     # ---- publishing ----------------------------------------------------------------------------------------
 
