@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,84 @@ async def test_a_store_integrity_event_shows_up_and_device_health_reads_it(start
         screen = device_health(device)
         assert "integrity" in screen.stdout
         assert screen.returncode == 2
+
+
+def write_certificate(path: Path, days_left: float) -> None:
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days_left))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+
+
+async def test_samples_from_the_publisher_count_and_the_monitor_samples_itself_when_none_arrive(
+    start_device, health_base: Path, tmp_path: Path
+):
+    certificate = tmp_path / "device.pem.crt"
+    write_certificate(certificate, days_left=5.0)
+    config = health_config(
+        selfSampleAfterSeconds=1.0,
+        certificatePath=str(certificate),
+        checks={"cpu": {"warn": 99.0, "critical": 99.9, "forSeconds": 0.0, "recoverSeconds": 600.0}},
+    )
+    async with start_device(
+        health_base, update_config=config, interpolate_component_configuration=True
+    ) as device:
+        # No publisher here: the monitor samples by itself.
+        itself = await wait_for_summary(
+            device,
+            lambda s: {"cpu", "memory", "disk_space"} <= {c["check"] for c in s["checks"]},
+            30,
+            "no self-sample",
+        )
+        assert states(itself, "disk_space") == {"/": "OK"}
+        cert = next(c for c in itself["checks"] if c["check"] == "certificate")
+        assert cert["state"] == "CRITICAL"  # 5 days left, critical at 7
+        assert 4.9 < cert["value"] <= 5.0
+        # A sample from the publisher is judged as it comes.
+        device.publish_local(
+            "device-agent/metrics",
+            {
+                "schema": "metrics-sample/1",
+                "thing": "t",
+                "sample": {"seq": 1, "at": 1.0, "cpu": {"usedPct": 99.5}},
+            },
+        )
+        hot = await wait_for_summary(
+            device, lambda s: states(s, "cpu").get(None) == "WARN", 15, "sample not judged"
+        )
+        assert next(c for c in hot["checks"] if c["check"] == "cpu")["value"] == 99.5
+
+
+async def test_an_unexpected_restart_of_the_monitor_itself_is_recorded(start_device, health_base: Path):
+    async with start_device(
+        health_base, update_config=health_config(), interpolate_component_configuration=True
+    ) as device:
+        await device.wait_for_local(LOCAL_TOPIC, timeout=30)
+        os.kill(component_pid(device, "health_monitor"), signal.SIGKILL)
+        restarted = await wait_for_summary(
+            device,
+            lambda s: s["reason"] != "stop" and states(s, "unexpected_restart").get(None) == "WARN",
+            30,
+            "the restart was not judged",
+        )
+        assert restarted["sequence"] >= 1
+        incidents = [line for line in log_lines(device) if line["kind"] == "incident"]
+        assert [(i["event"], i["component"]) for i in incidents] == [("monitor.restarted", HEALTH)]
+        starts = [line for line in log_lines(device) if line.get("event") == "monitor.started"]
+        assert len(starts) == 2
