@@ -165,3 +165,32 @@ def test_the_configuration_refuses_wildcard_topics_and_relative_paths():
     ):
         with pytest.raises(ConfigurationError, match=key):
             parse_config(HealthConfig, document)
+
+
+def test_the_recipe_holds_every_default_and_grants_exactly_the_topics_used():
+    import yaml  # noqa: PLC0415
+    from health_monitor import component  # noqa: PLC0415
+
+    from device_agent.config import defaults_document  # noqa: PLC0415
+
+    recipe = yaml.safe_load(
+        (SCHEMAS.parents[1] / "recipes" / "com.deviceagent.HealthMonitor.yaml").read_text()
+    )
+    defaults = dict(recipe["ComponentConfiguration"]["DefaultConfiguration"])
+    access = defaults.pop("accessControl")
+    assert defaults == json.loads(json.dumps(defaults_document(HealthConfig)))
+    pubsub = access["aws.greengrass.ipc.pubsub"].values()
+    granted = {(op, r) for policy in pubsub for op in policy["operations"] for r in policy["resources"]}
+    subscribe, publish = "aws.greengrass#SubscribeToTopic", "aws.greengrass#PublishToTopic"
+    assert granted == {
+        (subscribe, component.METRICS_TOPIC),
+        (subscribe, component.HEARTBEATS_TOPIC.replace("+", "*")),
+        (subscribe, component.EVENTS_TOPIC),
+        (subscribe, component.STORE_STATS_TOPIC),
+        (publish, HealthConfig().local_topic),
+        (publish, f"device-agent/heartbeat/{component.NAME}"),
+        (publish, "device-agent/events"),
+    }
+    [mqtt] = access["aws.greengrass.ipc.mqttproxy"].values()
+    assert mqtt["operations"] == ["aws.greengrass#PublishToIoTCore"]
+    assert mqtt["resources"] == [HealthConfig().topic.replace("{thing}", "{iot:thingName}")]
