@@ -3,7 +3,8 @@
 On a virtual device (built as it ships, `interpolateComponentConfiguration` on), with the link offline:
 - the store's `telemetry-spool` namespace is filled through the store's own protocol (local pub/sub, as the
   publisher does) with `--samples` real sample records (default 8,640: a day at 10 s): real
-  `device_agent.metrics.Sampler` samples at the default configuration, encoded with
+  `device_agent.metrics.Sampler` samples at the default configuration (taken in this process while the
+  store runs, so `processes` finds the store but not the publisher), encoded with
   `telemetry_publisher.payload.encode_sample`, stamped 10 s apart over the past day. Their `seq` starts at
   `SEQ_BASE`, far above the publisher's own numbers, so the last one is unambiguous;
 - the telemetry publisher is deployed at its default configuration (4 messages/s drain) and starts with
@@ -183,7 +184,6 @@ class DrainLog:
 
 
 async def run(samples: int) -> dict[str, float]:
-    records = day_of_samples(samples)
     last_seq = SEQ_BASE + samples
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         base = Path(tmp)
@@ -196,6 +196,7 @@ async def run(samples: int) -> dict[str, float]:
             interpolate_component_configuration=True,
         ) as device:
             await device.wait_for_state(STORE, ComponentState.RUNNING, timeout=60)
+            records = day_of_samples(samples)  # now, so that the `processes` group finds the store running
             await device.go_offline()
             writer = SpoolWriter(device)
             for start in range(0, len(records), APPEND_CHUNK):
