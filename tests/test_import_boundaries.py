@@ -84,3 +84,17 @@ def test_the_checker_sees_a_violation(tmp_path: Path):
         "device_agent.devkit.nucleus",
         "device_agent.devkit",
     ]
+
+
+def test_every_recipe_ships_the_library_version():
+    """A component reports `device_agent.__version__` in its heartbeats: its recipe must say the same."""
+    import yaml  # noqa: PLC0415 - dev dependency, only this test needs it
+
+    from device_agent import __version__  # noqa: PLC0415
+
+    versions = {
+        p.name: yaml.safe_load(p.read_text())["ComponentVersion"]
+        for p in (PROJECT / "recipes").glob("*.yaml")
+    }
+    assert versions
+    assert set(versions.values()) == {__version__}, versions
