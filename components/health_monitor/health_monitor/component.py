@@ -101,6 +101,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.certificate_read: float | None = None
         self.log_problem: str | None = None
         self.sequence = 0
+        self.snapshot_checks: set[tuple[str, str | None]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -311,7 +312,11 @@ class HealthMonitor(Component[HealthConfig]):
             changed = any(isinstance(r, StateChange | Incident) for r in self.pending)
             records, self.pending = self.pending, []
             now = time.monotonic()
-            if now >= next_snapshot:
+            # A check seen for the first time is in no snapshot yet, and its first reading is no state
+            # change: snapshot now, so the log (and device-health) shows it without waiting an interval.
+            checks = set(self.monitor.evaluators)
+            if now >= next_snapshot or checks != self.snapshot_checks:
+                self.snapshot_checks = checks
                 records.append(self._snapshot(config))
                 next_snapshot = now + config.log.snapshot_interval_seconds
             if records:
