@@ -149,6 +149,28 @@ def seal_records(  # noqa: PLR0917 - one call per run of records sealed under on
     return sealed
 
 
+def seal_record(  # noqa: PLR0917 - one record's identity
+    aead: AESGCM,
+    aad_prefix: bytes,
+    key_id: int,
+    seq: int,
+    key: str | None,
+    value: bytes,
+    created: float,
+    expires: float | None,
+) -> bytearray:
+    """`seal_records` for one record (a keyed value, or a queue entry when `key` is None), with the bytes of
+    `record_aad_from` built here: a single put or append runs it every time."""
+    key_bytes, kind = (b"", KIND_QUEUE) if key is None else (key.encode("utf-8"), KIND_VALUE)
+    if expires is None:
+        tail = _TAIL.pack(seq, key_id, created, 0, 0.0)
+    else:
+        tail = _TAIL.pack(seq, key_id, created, 1, expires)
+    aad = b"".join((aad_prefix, _KIND_KEY.pack(kind, len(key_bytes)), key_bytes, tail))
+    nonce = os.urandom(NONCE_BYTES)
+    return bytearray().join((_FORMAT_BYTE, nonce, aead.encrypt(nonce, value, aad)))
+
+
 def _seal_with(aead: AESGCM, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return _FORMAT_BYTE + nonce + aead.encrypt(nonce, plaintext, aad)
 

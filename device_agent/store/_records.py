@@ -250,6 +250,13 @@ def insert(db: Database, runs: Sequence[SealedRun], *, keep_existing: bool = Fal
     return inserted
 
 
+def insert_one(db: Database, row: tuple[object, ...]) -> bool:
+    """INSERT one row in `COLUMNS` order; a keyed row whose key is taken is skipped: False then."""
+    keyed, with_expiry = row[2] is not None, row[5] is not None
+    db.query(_INSERT_ONE[with_expiry, keyed], row if with_expiry else row[:5] + row[6:])
+    return not keyed or db.query("SELECT changes()")[0][0] == 1
+
+
 def piece(remaining: int) -> int:
     """The largest power of two that is at most `remaining` and `MAX_ROWS_PER_STATEMENT`."""
     if remaining >= MAX_ROWS_PER_STATEMENT:
@@ -275,6 +282,13 @@ def _insert_sql(rows: int, *, with_expiry: bool, keep_existing: bool) -> str:
     )
     conflict = " ON CONFLICT(namespace, key) DO NOTHING" if keep_existing else ""
     return f"INSERT INTO records({COLUMNS}) VALUES {values}{conflict}"  # noqa: S608 - numbers only
+
+
+_INSERT_ONE = {
+    (with_expiry, keep_existing): _insert_one_sql(with_expiry=with_expiry, keep_existing=keep_existing)
+    for with_expiry in (False, True)
+    for keep_existing in (False, True)
+}
 
 
 @functools.cache

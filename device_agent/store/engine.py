@@ -82,8 +82,16 @@ class Store(Maintenance):
 
     def put(self, namespace: str, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store `value` under `key` (replacing it); durable when this returns."""
-        ns = check_namespace(namespace)
-        self._put(ns, [(check_key(key), check_value(value, self._max_value_bytes))], ttl)
+        ns, name = check_namespace(namespace), check_key(key)
+        data = check_value(value, self._max_value_bytes)
+        policy = self.policy(ns)
+        life = policy.ttl if ttl is None else check_ttl(ttl)
+        with self._lock:
+            if ns not in self._replacing and self._alone(ns, len(data), policy):
+                if self._insert_alone(ns, name, data, life) is not None:
+                    return
+                self._replacing.add(ns)  # the key is taken: replace it in a transaction
+            self._put_locked(ns, [(name, data)], len(data), life)
 
     def put_many(
         self, namespace: str, items: Iterable[tuple[str, bytes]], *, ttl: float | None = None
@@ -96,23 +104,21 @@ class Store(Maintenance):
         life = self._ttl(ns, ttl)
         size = sum(len(value) for _, value in checked)
         with self._lock:
-            if len(checked) == 1 and ns not in self._replacing and self._alone(ns, size):
-                key, value = checked[0]
-                if self._insert_alone(ns, key, value, life) is not None:
+            self._put_locked(ns, checked, size, life)
+
+    def _put_locked(self, ns: str, checked: list[tuple[str, bytes]], size: int, life: float | None) -> None:
+        try:
+            with self._write():
+                now = self._clock()
+                if self._fits(ns, len(checked), size):
+                    self._put_all(ns, checked, size, now, life)
                     return
-                self._replacing.add(ns)  # the key is taken: replace it in a transaction
-            try:
-                with self._write():
-                    now = self._clock()
-                    if self._fits(ns, len(checked), size):
-                        self._put_all(ns, checked, size, now, life)
-                        return
-                    for key, value in checked:
-                        self._delete_keys(ns, [key])
-                        self._make_room(ns, len(value), now)
-                        self._insert(ns, _crypto.KIND_VALUE, [(key, value)], now=now, ttl=life)
-            except _RejectedError as rejected:
-                raise self._refused(ns, len(checked), rejected.reason) from None
+                for key, value in checked:
+                    self._delete_keys(ns, [key])
+                    self._make_room(ns, len(value), now)
+                    self._insert(ns, _crypto.KIND_VALUE, [(key, value)], now=now, ttl=life)
+        except _RejectedError as rejected:
+            raise self._refused(ns, len(checked), rejected.reason) from None
 
     def _put_all(
         self, ns: str, checked: list[tuple[str, bytes]], size: int, now: float, life: float | None
@@ -184,7 +190,15 @@ class Store(Maintenance):
     def append(self, namespace: str, value: bytes, *, ttl: float | None = None) -> int:
         """Add `value` at the tail of the queue `namespace`; returns its sequence number, once durable."""
         ns = check_namespace(namespace)
-        return self._append(ns, [check_value(value, self._max_value_bytes)], ttl)[0]
+        data = check_value(value, self._max_value_bytes)
+        policy = self.policy(ns)
+        life = policy.ttl if ttl is None else check_ttl(ttl)
+        with self._lock:
+            if self._alone(ns, len(data), policy):
+                seq = self._insert_alone(ns, None, data, life)
+                if seq is not None:
+                    return seq
+            return self._append_locked(ns, [data], life)[0]
 
     def append_many(self, namespace: str, values: Iterable[bytes], *, ttl: float | None = None) -> list[int]:
         """Append several values in one transaction (all or none); their sequence numbers, in order."""
@@ -194,25 +208,24 @@ class Store(Maintenance):
     def _append(self, ns: str, checked: list[bytes], ttl: float | None) -> list[int]:
         life = self._ttl(ns, ttl)
         with self._lock:
-            if len(checked) == 1 and self._alone(ns, len(checked[0])):
-                seq = self._insert_alone(ns, None, checked[0], life)
-                if seq is not None:
-                    return [seq]
-            try:
-                with self._write():
-                    now = self._clock()
-                    if self._fits(ns, len(checked), sum(map(len, checked))):
-                        first = self._insert(
-                            ns, _crypto.KIND_QUEUE, [(None, v) for v in checked], now=now, ttl=life
-                        )
-                        return list(range(first, first + len(checked)))
-                    seqs = []
-                    for value in checked:
-                        self._make_room(ns, len(value), now)
-                        seqs.append(self._insert(ns, _crypto.KIND_QUEUE, [(None, value)], now=now, ttl=life))
-                    return seqs
-            except _RejectedError as rejected:
-                raise self._refused(ns, len(checked), rejected.reason) from None
+            return self._append_locked(ns, checked, life)
+
+    def _append_locked(self, ns: str, checked: list[bytes], life: float | None) -> list[int]:
+        try:
+            with self._write():
+                now = self._clock()
+                if self._fits(ns, len(checked), sum(map(len, checked))):
+                    first = self._insert(
+                        ns, _crypto.KIND_QUEUE, [(None, v) for v in checked], now=now, ttl=life
+                    )
+                    return list(range(first, first + len(checked)))
+                seqs = []
+                for value in checked:
+                    self._make_room(ns, len(value), now)
+                    seqs.append(self._insert(ns, _crypto.KIND_QUEUE, [(None, value)], now=now, ttl=life))
+                return seqs
+        except _RejectedError as rejected:
+            raise self._refused(ns, len(checked), rejected.reason) from None
 
     def read_batch(
         self, namespace: str, max_records: int = 100, max_bytes: int = 1 << 20
@@ -307,27 +320,27 @@ class Store(Maintenance):
             policy.max_bytes is None or total + size <= policy.max_bytes
         )
 
-    def _alone(self, ns: str, size: int) -> bool:
+    def _alone(self, ns: str, size: int, policy: NamespacePolicy) -> bool:
         """Whether one record can be written as one statement, in SQLite's own transaction (as durable as
         ours: WAL, synchronous=FULL, committed before the statement returns): nothing else needs writing
-        with it (the sequence and seal bounds have room) and no quota is in reach."""
-        return (
-            not self._in_write
-            and self._next_seq <= self._seq_reserved
-            and self._keyring.spare(ns)
-            and self._fits(ns, 1, size)
-        )
+        with it (the sequence and seal bounds have room) and no quota is in reach (`_fits`, inline)."""
+        if self._in_write or self._next_seq > self._seq_reserved or not self._keyring.spare(ns):
+            return False
+        if policy.max_records is None and policy.max_bytes is None:
+            return True
+        return self._fits(ns, 1, size)
 
     def _insert_alone(self, ns: str, key: str | None, value: bytes, life: float | None) -> int | None:
         """Write one record as one statement (see `_alone`); its sequence number, or None (and nothing
-        written) if its key is taken. Skips BEGIN and COMMIT: two statements of a put's four."""
+        written) if its key is taken. Skips BEGIN and COMMIT (a put is then two statements, not four), and
+        takes the shortest way through the code: a single put runs it on every call, often with its caches
+        cold after waiting for the disk, so each step it saves counts."""
         now = self._clock()
         expires = None if life is None else now + life
         seq = self._next_seq
         self._next_seq = seq + 1  # taken even if the INSERT fails: a number is never offered twice
-        kind = _crypto.KIND_QUEUE if key is None else _crypto.KIND_VALUE
-        runs = _records.seal_rows(self._keyring, ns, kind, seq, [(key, value)], now, expires)
-        if not _records.insert(self._db, runs, keep_existing=key is not None):
+        key_id, sealed = self._keyring.seal_spare(ns, seq, key, value, now, expires)
+        if not _records.insert_one(self._db, (seq, ns, key, key_id, now, expires, sealed)):
             return None
         self._account(ns, 1, len(value))
         return seq
