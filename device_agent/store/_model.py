@@ -133,6 +133,18 @@ def check_value(value: object, max_bytes: int) -> bytes:
     return data
 
 
+def check_record(namespace: object, key: object, value: object, max_bytes: int) -> tuple[str, str, bytes]:
+    """`check_namespace`, `check_key` and `check_value` in one call, the usual case inline (a single put
+    runs it every time, often with cold caches, where each call costs)."""
+    if not (type(namespace) is str and namespace in _VALID_NAMESPACES):
+        namespace = check_namespace(namespace)
+    if not (type(key) is str and key.isascii() and 0 < len(key) <= MAX_KEY_BYTES and "\x00" not in key):
+        key = check_key(key)
+    if not (type(value) is bytes and len(value) <= max_bytes):
+        value = check_value(value, max_bytes)
+    return namespace, key, value
+
+
 def check_items(items: Iterable[tuple[object, object]], max_bytes: int) -> list[tuple[str, bytes]]:
     """`check_key` and `check_value` of every (key, value), the usual case (ASCII keys, bytes) inline: a
     batch checks every record, and two calls per record cost more than the check."""

@@ -41,6 +41,7 @@ from device_agent.store._model import (
     check_items,
     check_key,
     check_namespace,
+    check_record,
     check_ttl,
     check_value,
     printable_namespace,
@@ -82,8 +83,7 @@ class Store(Maintenance):
 
     def put(self, namespace: str, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store `value` under `key` (replacing it); durable when this returns."""
-        ns, name = check_namespace(namespace), check_key(key)
-        data = check_value(value, self._max_value_bytes)
+        ns, name, data = check_record(namespace, key, value, self._max_value_bytes)
         policy = self.policy(ns)
         life = policy.ttl if ttl is None else check_ttl(ttl)
         with self._lock:
