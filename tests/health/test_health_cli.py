@@ -386,6 +386,9 @@ def test_permission_denied_says_to_use_sudo_or_the_group(unreachable_log: Path) 
         import os, sys
         sys.path.insert(0, {str(PROJECT)!r})
         from device_agent.health_cli import main
+        # The interpreter may live where `nobody` cannot read (e.g. under /root): import what the tool
+        # loads lazily while still root; the test is about the log's permissions, not Python's.
+        import argparse, gettext, locale, json, tarfile
         os.setgid(65534); os.setgroups([]); os.setuid(65534)
         sys.exit(main(["--log-dir", {str(unreachable_log)!r}]))
         """
