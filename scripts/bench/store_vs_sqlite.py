@@ -6,7 +6,14 @@ queue append plus acknowledge. Each prints throughput for both and the ratio (st
 written to disk per record (from /proc/self/io, so fsync'd WAL and checkpoint writes count). The two run in
 turns, `--rounds` times each; the best round of each counts (noise only ever slows a round down).
 
-Usage: python scripts/bench/store_vs_sqlite.py [--records 400] [--rounds 2] [--dir DIR]   (DIR on the disk)
+`--alternate N` adds a steadier reading of durable single puts: one plain put, then one store put, N times,
+so that both meet the same moments of the disk; the ratio of their mean times.
+
+`--profile CASE:ENGINE:COUNT` only does COUNT operations of one case on one engine (see `profile`) and
+prints nothing: for a profiler. The instructions of one operation are those of `valgrind --tool=cachegrind`
+with COUNT=N minus COUNT=0, divided by the operations (records, for batches: N // 10 * 100).
+
+Usage: python scripts/bench/store_vs_sqlite.py [--records 400] [--rounds 2] [--alternate N] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -93,7 +100,9 @@ class Encrypted:
         self.store.close()
 
 
-def cases(engine: Plain | Encrypted, records: int) -> dict[str, tuple[float, float]]:
+def operations(engine: Plain | Encrypted, records: int) -> dict[str, Callable[[], int]]:
+    """Each case as a function doing `records` units of it (gets read the keys `singles` wrote)."""
+
     def singles() -> int:
         for i in range(records):
             engine.put(f"s{i}", VALUE)
@@ -117,22 +126,59 @@ def cases(engine: Plain | Encrypted, records: int) -> dict[str, tuple[float, flo
                 engine.ack(seq)
         return records
 
-    return {
-        "single_put": measure(singles),
-        "batch_put": measure(batches),
-        "get": measure(gets),
-        "append_ack": measure(queue),
-    }
+    return {"single_put": singles, "batch_put": batches, "get": gets, "append_ack": queue}
+
+
+def cases(engine: Plain | Encrypted, records: int) -> dict[str, tuple[float, float]]:
+    return {case: measure(action) for case, action in operations(engine, records).items()}
+
+
+def alternate(base: Path, count: int) -> tuple[float, float]:
+    """Mean seconds of a durable single put, (plain, store), taking turns put by put."""
+    plain, store = Plain(base / "alternate.db"), Encrypted(base / "alternate")
+    times = {"plain": 0.0, "store": 0.0}
+    try:
+        for i in range(count):
+            for name, engine in (("plain", plain), ("store", store)):
+                start = time.perf_counter()
+                engine.put(f"a{i}", VALUE)
+                times[name] += time.perf_counter() - start
+    finally:
+        plain.close()
+        store.close()
+    return times["plain"] / count, times["store"] / count
+
+
+def profile(base: Path, spec: str, records: int) -> None:
+    """COUNT operations of CASE on ENGINE ("plain" or "store"): puts, gets or appends, or COUNT // 10
+    batches of 100 for batch_put. Gets read `records` keys written first."""
+    case, engine_name, count = spec.split(":")
+    engine = Plain(base / "profile.db") if engine_name == "plain" else Encrypted(base / "profile")
+    try:
+        if case == "get":
+            operations(engine, records)["single_put"]()
+            for i in range(int(count)):
+                engine.get(f"s{i % records}")
+        else:
+            operations(engine, int(count))[case]()
+    finally:
+        engine.close()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2, help="turns of each (more: less noise, more time)")
+    parser.add_argument("--alternate", type=int, default=0, help="single puts taking turns, this many each")
+    parser.add_argument("--profile", default=None, help="CASE:ENGINE:COUNT only (see above)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files (default: a temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="store-bench-", dir=args.dir) as tmp:
         base = Path(tmp)
+        if args.profile:
+            profile(base, args.profile, args.records)
+            return 0
+        alternating = alternate(base, args.alternate) if args.alternate else None
         # Interleave the two so that machine noise hits both alike: plain, store, plain, store.
         results: dict[str, list[dict[str, tuple[float, float]]]] = {"plain": [], "store": []}
         for round_ in range(args.rounds):
@@ -151,6 +197,12 @@ def main() -> int:
             f"store_vs_sqlite {case}: store {store_rate:.0f}/s, plain {plain_rate:.0f}/s, "
             f"ratio {store_rate / plain_rate:.2f}; bytes written per record store {store_bytes:.0f}, "
             f"plain {plain_bytes:.0f}"
+        )
+    if alternating:
+        plain_time, store_time = alternating
+        print(
+            f"store_vs_sqlite single_put_alternating: store {store_time * 1e6:.0f} us, "
+            f"plain {plain_time * 1e6:.0f} us (mean of {args.alternate}), ratio {plain_time / store_time:.2f}"
         )
     return 0
 
