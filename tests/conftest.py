@@ -75,3 +75,43 @@ async def probe_events(device: VirtualDevice, name: str, timeout: float = 15.0) 
     records = await device.wait_for_published(f"probe/{name}/result", count=before + 1, timeout=timeout)
     events: dict[str, Any] = json.loads(records[-1].payload)["events"]
     return events
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def built_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`greengrass-build/` for the whole suite, built once per test session from this tree, as it ships."""
+    from device_agent.devkit.build import build_components  # noqa: PLC0415 - only end-to-end suites need it
+
+    out = tmp_path_factory.mktemp("greengrass-build")
+    build_components(PROJECT, out)
+    return out
+
+
+def install_built(built: Path, base: Path, names: tuple[str, ...]) -> Path:
+    """Copy built components (recipe and artifacts) into `base/recipes` and `base/artifacts`; returns base."""
+    (base / "recipes").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(built / "recipes" / f"{name}.yaml", base / "recipes" / f"{name}.yaml")
+        shutil.copytree(built / "artifacts" / name, base / "artifacts" / name)
+    return base
+
+
+def component_pid(device: VirtualDevice, marker: str) -> int:
+    """The Python process (not the shell that started it) running `marker` for this device."""
+    import psutil  # noqa: PLC0415 - only the kill tests need it
+
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if (
+                "python" in proc.name()
+                and any(marker in part for part in proc.cmdline())
+                and str(device.root) in " ".join(proc.environ().values())
+            ):
+                pid: int = proc.pid
+                return pid
+        except psutil.Error:
+            continue
+    raise AssertionError(f"no process runs {marker}")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import psutil
 import pytest
 
 from device_agent.devkit.testing import VirtualDevice
+from tests.conftest import component_pid
 from tests.health_component.conftest import HEALTH
 from tests.lib.runtime_probe import write_runtime_probe
 
@@ -204,23 +204,6 @@ def reported_time(device: VirtualDevice) -> str:
         r.message["time"] for r in device.local_messages(LOCAL_TOPIC) if r.message["overall"] == "CRITICAL"
     ]
     return max(times)
-
-
-def component_pid(device: VirtualDevice, marker: str) -> int:
-    """The Python process (not the shell that started it) running `marker` for this device."""
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            command = proc.cmdline()
-            if (
-                "python" in proc.name()
-                and any(marker in part for part in command)
-                and str(device.root) in " ".join(proc.environ().values())
-            ):
-                pid: int = proc.pid
-                return pid
-        except psutil.Error:
-            continue
-    raise AssertionError(f"no process runs {marker}")
 
 
 async def test_going_offline_is_reported_and_recovers(start_device, health_base: Path):

@@ -4,37 +4,22 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from device_agent.devkit.build import build_components
 from device_agent.devkit.testing import VirtualDevice
+from tests.conftest import install_built
 
-PROJECT = Path(__file__).resolve().parents[2]
 STORE = "com.deviceagent.EncryptedStore"
-
-
-@pytest.fixture(scope="session")
-def built_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`greengrass-build/` for the whole suite, built once per test session from this tree."""
-    out = tmp_path_factory.mktemp("greengrass-build")
-    build_components(PROJECT, out)
-    return out
 
 
 @pytest.fixture
 def store_base(tmp_path: Path, built_suite: Path) -> Path:
     """A recipe folder and artifact folder holding the built store component (clients are added to it)."""
-    base = tmp_path / "base"
-    (base / "recipes").mkdir(parents=True)
-    for recipe in (built_suite / "recipes").glob(f"{STORE}.*"):
-        shutil.copy(recipe, base / "recipes" / recipe.name)
-    shutil.copytree(built_suite / "artifacts" / STORE, base / "artifacts" / STORE)
-    return base
+    return install_built(built_suite, tmp_path / "base", (STORE,))
 
 
 class ClientHandle:

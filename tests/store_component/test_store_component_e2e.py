@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from device_agent.devkit.lifecycle import ComponentState
+from tests.conftest import component_pid
 from tests.store_component.client_probe import write_client
 from tests.store_component.conftest import STORE, ClientHandle
 
@@ -282,18 +282,6 @@ async def test_a_secret_not_granted_degrades_the_store_without_a_crash_loop_unti
             await asyncio.sleep(0.5)
 
 
-def store_process(device) -> psutil.Process:
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if "encrypted_store" in proc.cmdline() and str(device.root) in proc.environ().get(
-                "STORE_DIRECTORY", ""
-            ):
-                return proc
-        except psutil.Error:
-            continue
-    raise AssertionError("no store process")
-
-
 async def test_kill_9_of_the_store_loses_no_acknowledged_record(
     start_device, store_base: Path, client: Callable[..., ClientHandle]
 ):
@@ -305,7 +293,7 @@ async def test_kill_9_of_the_store_loses_no_acknowledged_record(
         killed: list[int] = []
         for n in range(120):
             if n in (30, 75):  # SIGKILL, twice: the nucleus restarts it (a third error would make it BROKEN)
-                victim = store_process(device).pid
+                victim = component_pid(device, "encrypted_store")
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
             # The client resends while the store restarts; a request may still time out, and is then lost.
@@ -321,7 +309,7 @@ async def test_kill_9_of_the_store_loses_no_acknowledged_record(
         assert set(acknowledged) <= set(stored)  # every acknowledged record survived
         assert stored == sorted(stored, key=lambda v: int(v.split("-")[1]))  # and the queue kept its order
         assert device.state(STORE) is ComponentState.RUNNING
-        assert store_process(device).pid not in killed  # it really was killed and restarted
+        assert component_pid(device, "encrypted_store") not in killed  # it really was killed and restarted
         assert len(acknowledged) >= 100
 
 

@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from device_agent.devkit.lifecycle import ComponentState
+from tests.conftest import component_pid
 from tests.telemetry.schemas import local_validator, telemetry_validator
 from tests.telemetry_component.conftest import STORE, TELEMETRY
 
@@ -50,16 +50,6 @@ async def wait_until(predicate, timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, what
         await asyncio.sleep(0.1)
-
-
-def component_pid(device, module: str) -> int:
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if module in proc.cmdline() and str(device.root) in " ".join(proc.environ().values()):
-                return int(proc.pid)
-        except psutil.Error:
-            continue
-    raise AssertionError(f"no process runs {module}")
 
 
 async def test_samples_reach_iot_core_and_the_local_topic_as_documented(start_device, telemetry_base: Path):
