@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import time
@@ -53,7 +52,7 @@ from telemetry_publisher.payload import (
     local_message,
     telemetry_topic,
 )
-from telemetry_publisher.sequence import SequenceAllocator
+from telemetry_publisher.sequence import SequenceAllocator, encode_reservation
 from telemetry_publisher.sink import MessageSink
 from telemetry_publisher.spool import Spool
 from telemetry_publisher.state import StoredValue
@@ -151,7 +150,7 @@ class TelemetryPublisher(Component[TelemetryConfig]):
                 path.replace(moved)
             floor = int(time.time() * 1000)
             logger.warning("telemetry.sequence_reset", extra={"reason": str(error), "floor": floor})
-            await FileState(path).save(json.dumps({"v": 1, "reserved": floor}).encode())
+            await FileState(path).save(encode_reservation(floor))
             sequence = SequenceAllocator(FileState(path))
             await sequence.start()
         return sequence

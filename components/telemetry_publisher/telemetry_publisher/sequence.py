@@ -93,12 +93,13 @@ class SequenceAllocator:
         reserved = max(self._reserved, self._next - 1) + self.block
         if reserved > MAX_SEQUENCE:
             raise IntegrityError("sequence numbers exhausted")
-        await self._store.save(_encode(reserved))
+        await self._store.save(encode_reservation(reserved))
         self._reserved = reserved
         self.reservations += 1
 
 
-def _encode(reserved: int) -> bytes:
+def encode_reservation(reserved: int) -> bytes:
+    """The persisted form of a reservation: every number up to `reserved` may have been used."""
     return json.dumps({"v": STATE_VERSION, "reserved": reserved}, separators=(",", ":")).encode()
 
 
