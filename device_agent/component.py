@@ -22,7 +22,8 @@ What the runtime does, so that no component has to (and none gets it wrong):
 - applies accepted updates atomically (one swap of a frozen object) and tells the component;
 - UpdateState RUNNING once `start()` returned; a heartbeat on `device-agent/heartbeat/<component>`;
 - on SIGTERM: `stopping` is set, `run()` gets `shutdown_grace` seconds (well inside the nucleus's 5) to
-  finish in-flight work, then its tasks are cancelled; exit code EXIT_OK;
+  finish in-flight work, then its tasks are cancelled, and a last heartbeat in state STOPPING says the
+  silence that follows is on purpose; exit code EXIT_OK;
 - an unhandled error: logged, an event, UpdateState ERRORED, exit code EXIT_FATAL (the nucleus restarts it).
 
 Exit codes: 0 stopped cleanly; 1 fatal error; 2 not running under a nucleus; 78 invalid configuration.
@@ -65,6 +66,7 @@ EXIT_NO_NUCLEUS = 2
 EXIT_CONFIG = 78  # sysexits EX_CONFIG
 
 DEFAULT_HEARTBEAT_SECONDS = 30.0
+FINAL_HEARTBEAT_SECONDS = 2.0  # how long a stopping component waits to send its STOPPING heartbeat
 # Several leaf events arrive for one deployment: wait this long for the burst to end, then reload once.
 CONFIG_SETTLE_SECONDS = 0.2
 
@@ -270,8 +272,12 @@ class _Runtime(Generic[C]):
                 await ctx.ipc.publish(topic, message)
             except DeviceAgentError as exc:
                 logger.warning("runtime.heartbeat_not_sent", extra={"error": type(exc).__name__})
-            if await ctx.sleep(interval):
+            if message["state"] == "STOPPING":
                 return
+            if await ctx.sleep(interval):
+                # One last beat, marked STOPPING, so that the silence which follows is known to be on purpose
+                # (the health monitor stops judging this component instead of reporting it stale).
+                continue
 
     async def run(self) -> int:
         component = self.component
@@ -329,6 +335,7 @@ class _Runtime(Generic[C]):
                 await asyncio.wait({work}, return_when=asyncio.FIRST_COMPLETED)
                 ctx.stopping.set()  # run() returned or was cancelled: end the heartbeats too
                 stopper.cancel()
+                await asyncio.wait({beats}, timeout=FINAL_HEARTBEAT_SECONDS)  # the STOPPING beat
                 beats.cancel()
         except* asyncio.CancelledError:
             pass

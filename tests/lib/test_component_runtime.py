@@ -168,3 +168,19 @@ async def test_no_token_in_any_log_of_the_run(tmp_path, start_device, scenario):
     for name, text in logs.items():
         for token in tokens:
             assert token not in text, f"{scenario}: token in {name}"
+
+
+async def test_a_stopping_component_sends_a_last_heartbeat_marked_stopping(tmp_path, start_device):
+    # Without it, a component stopped on purpose looks stale to the health monitor until it is forgotten.
+    write_runtime_probe(tmp_path, NAME, config={"heartbeatIntervalSeconds": 30.0})
+    topic = f"device-agent/heartbeat/{NAME}"
+    async with start_device(tmp_path) as device:
+        await device.wait_for_local(topic, timeout=30)
+        await device.nucleus.stop_component(NAME)
+        await device.wait_for_local(topic, count=2, timeout=10)
+        beats = device.local_messages(topic)
+    assert [beat.message["state"] for beat in beats] == ["RUNNING", "STOPPING"]
+    assert [beat.message["sequence"] for beat in beats] == [1, 2]
+    validator = schema("heartbeat.schema.json")
+    for beat in beats:
+        validator.validate(beat.message)
