@@ -2,7 +2,8 @@
 
 The broker gets its own configuration in a directory the caller owns (the system configuration is never read:
 mosquitto is started with `-c <dir>/mosquitto.conf`), listens only on 127.0.0.1, keeps nothing on disk
-(`persistence false`) and logs to `<dir>/mosquitto.log`. Two modes:
+(`persistence false`; with `persistence=True`, sessions survive a restart, in that directory) and logs to
+`<dir>/mosquitto.log`. Two modes:
 
 - plain: anonymous clients allowed (what a local loopback test needs);
 - TLS: mutual TLS, `require_certificate true` and `use_identity_as_username true`, so a device's certificate
@@ -167,12 +168,16 @@ class MosquittoBroker:
         tls: TlsListener | None = None,
         acl_file: Path | None = None,
         binary: Path | None = None,
+        persistence: bool = False,
         start_timeout: float = 10.0,
         stop_timeout: float = 5.0,
     ) -> None:
         self.directory = directory
         self.tls = tls
         self.acl_file = acl_file
+        # Sessions and queued QoS 1 messages survive a restart (saved on SIGTERM into the directory): what a
+        # subscriber with a persistent session needs so that nothing published while it reconnects is lost.
+        self.persistence = persistence
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._binary = binary
@@ -276,7 +281,8 @@ class MosquittoBroker:
         lines = [
             "# written by device-agent devkit for one test or virtual fleet; regenerated on every start",
             "per_listener_settings true",
-            "persistence false",
+            f"persistence {'true' if self.persistence else 'false'}",
+            *([f"persistence_location {_config_path(self.directory)}/"] if self.persistence else []),
             # Keep the caller's user (root stays root) so the broker can read the caller's 0600 keys.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
             # A file, not stdout: mosquitto block-buffers a redirected stdout; its file log is line-flushed.
