@@ -43,6 +43,10 @@ can turn a literal `+` of another into a wildcard, and its `HashMap` of candidat
 and `a/+/b/#` matches `a/x/bc/d/b` because of how the trie handles the level before `#`. We match each
 resource on its own, which is what the documented rules say.
 
+Observing: `add_decision_listener` registers a callable that gets every `Decision` the lookup makes (the
+least-privilege tests record what each component was granted or refused while it ran). Listeners must be
+cheap and must not raise; none are registered by default.
+
 Recipe variables in resources are interpolated only when an `interpolate` callable is given (the nucleus's
 `interpolateComponentConfiguration`, default off), once at load time; `${c}` is an escape, never a variable.
 """
@@ -103,6 +107,20 @@ class Policy:
     operations: tuple[str, ...]
     resources: tuple[str, ...]
     description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One answer of `Authorizer.is_authorized`, as a decision listener sees it."""
+
+    destination: str
+    principal: str
+    operation: str
+    resource: str | None
+    allowed: bool
+
+
+DecisionListener = Callable[[Decision], None]
 
 
 def _destination(name: str, ops: Iterable[str], lookup: ResourceLookupPolicy) -> Destination:
@@ -392,6 +410,7 @@ class Authorizer:
             ANY: {(TOKEN_EXCHANGE, ANY, TES_GET_CREDENTIALS): _ResourceMatcher(None, ())}
         }
         self._table: dict[_Key, _ResourceMatcher] = {}
+        self._listeners: list[DecisionListener] = []
         self._rebuild()
 
     # -- configuration --
@@ -444,11 +463,26 @@ class Authorizer:
             self._rebuild()
             logger.debug("authz.policies-removed component=%s", component)
 
+    # -- observing --
+
+    def add_decision_listener(self, listener: DecisionListener) -> None:
+        """Call `listener` with every later decision (in the thread that asks, before the answer returns)."""
+        self._listeners.append(listener)
+
+    def remove_decision_listener(self, listener: DecisionListener) -> None:
+        self._listeners.remove(listener)
+
     # -- lookup --
 
     def is_authorized(
         self, *, destination: str, principal: str, operation: str, resource: str | None
     ) -> bool:
+        allowed = self._decide(destination, principal, operation, resource)
+        for listener in tuple(self._listeners):
+            listener(Decision(destination, principal, operation, resource, allowed))
+        return allowed
+
+    def _decide(self, destination: str, principal: str, operation: str, resource: str | None) -> bool:
         if not principal or not destination or not operation:
             return False  # AuthorizationModule: "Invalid arguments"
         if destination == CLI and (principal == CLI or principal.startswith(CLI_CLIENT_PREFIX)):
