@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from device_agent.component import Component, Context
-from device_agent.errors import DeviceAgentError, OperationNotSupportedError, StorageError
+from device_agent.errors import (
+    DeviceAgentError,
+    NotAuthorizedError,
+    NotFoundError,
+    OperationNotSupportedError,
+    StorageError,
+)
 from device_agent.files import atomic_write, ensure_private_dir, read_private
 from device_agent.health_log import (
     HealthLogWriter,
@@ -44,10 +50,13 @@ from device_agent.health_log import (
     Record,
     Severity,
     Snapshot,
+    State,
     StateChange,
     utc_now,
 )
 from device_agent.ipc_types import IotCoreConnectionStatus, LocalMessage
+from device_agent.messages import Category
+from device_agent.messages import Severity as EventSeverity
 from device_agent.metrics import Group, Sampler, SamplerSettings
 from device_agent.metrics.source import PsutilSource
 from health_monitor.config import HealthConfig, summary_topic
@@ -60,6 +69,7 @@ from health_monitor.readings import (
     inode_readings,
     sample_readings,
 )
+from health_monitor.restarts import RestartPlanner
 from health_monitor.summary import summary
 
 logger = logging.getLogger(__name__)
@@ -73,6 +83,7 @@ HEARTBEATS_TOPIC: Final = "device-agent/heartbeat/+"
 EVENTS_TOPIC: Final = "device-agent/events"
 STORE_STATS_TOPIC: Final = "device-agent/store/stats"
 PUBLISH_TIMEOUT: Final = 5.0
+RESTART_TIMEOUT: Final = 10.0  # the nucleus answers at once: the restart happens after
 _SEVERITIES: Final = {s.value: s for s in Severity}
 
 
@@ -102,6 +113,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.log_problem: str | None = None
         self.sequence = 0
         self.snapshot_checks: set[tuple[str, str | None]] = set()
+        self.restarting: set[str] = set()  # asked to restart: its heartbeats starting again are expected
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -110,6 +122,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.wake = asyncio.Event()
         self.write_lock = asyncio.Lock()
         self.monitor = Monitor(ctx.config.checks)
+        self.restarts = RestartPlanner(ctx.config.restart)
         self.writer = self._new_writer(ctx.config)
         self.sampler = Sampler(SamplerSettings(groups=frozenset({Group.CPU, Group.MEMORY, Group.DISK})))
         self.mono, self.wall = time.monotonic(), time.time()
@@ -163,6 +176,7 @@ class HealthMonitor(Component[HealthConfig]):
         new: HealthConfig,
     ) -> None:
         self.monitor.configure(new.checks)
+        self.restarts.configure(new.restart)
         if old.log != new.log:
             async with self.write_lock:
                 await asyncio.to_thread(self.writer.close)
@@ -246,7 +260,9 @@ class HealthMonitor(Component[HealthConfig]):
         if not isinstance(interval, int | float) or interval <= 0 or not isinstance(sequence, int):
             return
         previous = self.beats.get(component)
-        if previous is not None and sequence <= previous.sequence:
+        if previous is not None and sequence <= previous.sequence and component in self.restarting:
+            self.restarting.discard(component)  # the monitor asked for this one
+        elif previous is not None and sequence <= previous.sequence:
             self.monitor.count_event("unexpected_restart")
             self.pending.append(
                 Incident(
@@ -319,8 +335,9 @@ class HealthMonitor(Component[HealthConfig]):
                 self.snapshot_checks = checks
                 records.append(self._snapshot(config))
                 next_snapshot = now + config.log.snapshot_interval_seconds
-            if records:
-                await self._write(records)
+            restarts = await self._restart_the_stale(ctx, records)
+            if records or restarts:
+                await self._write(records + restarts)
             if changed or now >= next_summary:
                 await self._publish_summary(ctx, "change" if changed else reason)
                 next_summary = now + config.summary_interval_seconds
@@ -328,6 +345,49 @@ class HealthMonitor(Component[HealthConfig]):
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=config.evaluate_interval_seconds)
+
+    async def _restart_the_stale(self, ctx: Context[HealthConfig], records: list[Record]) -> list[Record]:
+        """Ask the nucleus to restart each sibling whose heartbeat just turned CRITICAL, within limits."""
+        decisions: list[Record] = []
+        for record in records:
+            if not isinstance(record, StateChange) or record.check != "heartbeat" or record.subject is None:
+                continue
+            if record.new is State.OK:
+                self.restarts.recovered(record.subject)
+            elif record.new is State.CRITICAL and ctx.config.restart.enabled:
+                decisions.append(await self._restart(ctx, record.subject))
+        return decisions
+
+    async def _restart(self, ctx: Context[HealthConfig], component: str) -> Incident:
+        decision = self.restarts.decide(component)
+        if not decision.allowed:
+            return _restart_incident(component, "component.restart_skipped", decision.reason)
+        self.restarts.requested(component)
+        try:
+            accepted = await ctx.ipc.restart_component(component, timeout=RESTART_TIMEOUT)
+        except OperationNotSupportedError:
+            self.restarts.unsupported = "the nucleus cannot restart components (no aws.greengrass.Cli)"
+            return _restart_incident(component, "component.restart_failed", self.restarts.unsupported)
+        except NotAuthorizedError:
+            why = "the recipe does not grant RestartComponent on this component"
+            return _restart_incident(component, "component.restart_failed", why)
+        except NotFoundError:
+            why = "the nucleus has no such component"
+            return _restart_incident(component, "component.restart_failed", why)
+        except DeviceAgentError as exc:
+            return _restart_incident(component, "component.restart_failed", type(exc).__name__)
+        if not accepted:
+            return _restart_incident(component, "component.restart_failed", "the nucleus refused the restart")
+        self.restarting.add(component)
+        logger.warning("health.restarted_stale_component", extra={"component": component})
+        await ctx.emit_event(
+            "health.component_restarted",
+            category=Category.HEALTH,
+            severity=EventSeverity.WARNING,
+            message="A component whose heartbeat stopped was restarted.",
+            target=component,
+        )
+        return _restart_incident(component, "component.restart_requested", decision.reason)
 
     async def _read_the_device(self, config: HealthConfig) -> None:
         now = time.monotonic()
@@ -434,6 +494,13 @@ class HealthMonitor(Component[HealthConfig]):
             return
         if self.connected:
             self.last_connected_publish = time.monotonic()
+
+
+def _restart_incident(component: str, event: str, reason: str) -> Incident:
+    severity = Severity.WARNING if event == "component.restart_requested" else Severity.INFO
+    return Incident(
+        time=utc_now(), check="heartbeat", event=event, severity=severity, component=component, message=reason
+    )
 
 
 class _Stopping(Exception):  # noqa: N818 - a signal, not an error

@@ -11,6 +11,7 @@ from typing import Final
 
 from device_agent.config import setting
 from device_agent.errors import ConfigurationError
+from health_monitor.restarts import RestartSettings
 from health_monitor.settings import DAY, CheckThresholds, LogSettings
 
 DEFAULT_TOPIC: Final = "dt/device-agent/{thing}/health"
@@ -22,6 +23,7 @@ MAX_TOPIC_BYTES: Final = 256  # IoT Core's limit on a topic name
 class HealthConfig:
     checks: CheckThresholds = CheckThresholds()  # noqa: RUF009 - frozen, so safe to share
     log: LogSettings = LogSettings()  # noqa: RUF009 - frozen, so safe to share
+    restart: RestartSettings = RestartSettings()  # noqa: RUF009 - frozen, so safe to share
     topic: str = setting(
         DEFAULT_TOPIC,
         max_length=MAX_TOPIC_BYTES,
