@@ -760,6 +760,15 @@ class HealthLogWriter:
     def current(self) -> Path:
         return self.directory / LOG_NAME
 
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    @property
+    def shared_gid(self) -> int | None:
+        """The group the log is shared with now (None: private), known once the log is open."""
+        return self._gid
+
     def _numbered(self, number: int) -> Path:
         return self.directory / (LOG_NAME if number == 0 else f"{LOG_NAME}.{number}")
 

@@ -352,3 +352,28 @@ async def test_an_unexpected_restart_of_the_monitor_itself_is_recorded(start_dev
         assert [(i["event"], i["component"]) for i in incidents] == [("monitor.restarted", HEALTH)]
         starts = [line for line in log_lines(device) if line.get("event") == "monitor.started"]
         assert len(starts) == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the log to another group")
+async def test_a_technician_group_can_pass_through_the_work_folder_to_the_log(
+    start_device, health_base: Path
+):
+    import grp  # noqa: PLC0415
+    import stat  # noqa: PLC0415
+
+    group = grp.getgrgid(65534).gr_name
+    config = health_config(log={"technicianGroup": group})
+    async with start_device(
+        health_base, update_config=config, interpolate_component_configuration=True
+    ) as device:
+        await wait_for_summary(device, lambda s: s["overall"] != "UNKNOWN", 30, "no summary")
+        work = log_dir(device).parent
+        modes = {
+            path.name: (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid)
+            for path in (work, log_dir(device), log_dir(device) / "health.log")
+        }
+    assert modes == {
+        work.name: (0o710, 65534),  # the group passes through, cannot list
+        "health": (0o750, 65534),
+        "health.log": (0o640, 65534),
+    }

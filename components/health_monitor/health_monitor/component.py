@@ -70,6 +70,7 @@ from health_monitor.readings import (
     sample_readings,
 )
 from health_monitor.restarts import RestartPlanner
+from health_monitor.sharing import share_work_folder
 from health_monitor.summary import summary
 
 logger = logging.getLogger(__name__)
@@ -463,7 +464,12 @@ class HealthMonitor(Component[HealthConfig]):
             self.ctx.set_health("RUNNING")
 
     def _append_all(self, records: list[Record]) -> None:
+        opening = not self.writer.is_open
         self.writer.open()  # at once if open; else the folder, modes and bound first
+        if opening:
+            problem = share_work_folder(self.log_dir, self.writer.shared_gid)
+            if problem is not None:
+                logger.warning("health.log_not_reachable_by_group", extra={"reason": problem})
         for record in records:
             self.writer.append(record)
 
