@@ -21,7 +21,6 @@ import ast
 import importlib
 import inspect
 import itertools
-import re
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import yaml
 
 from device_agent.config import parse_config
 from device_agent.devkit.authz import DESTINATIONS
+from device_agent.devkit.recipe_lint import run_package
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
@@ -156,25 +156,6 @@ class ComponentSource:
         defaults = dict(self.recipe.get("ComponentConfiguration", {}).get("DefaultConfiguration", {}))
         defaults.pop("accessControl", None)
         return defaults
-
-
-def _scripts(lifecycle: object) -> Iterator[str]:
-    if isinstance(lifecycle, str):
-        yield lifecycle
-    elif isinstance(lifecycle, Mapping):
-        for value in lifecycle.values():
-            yield from _scripts(value)
-
-
-def run_package(recipe: Mapping[str, Any]) -> str | None:
-    """The package a recipe's Run step starts with `python -m <package>`."""
-    for manifest in recipe.get("Manifests", ()):
-        run = (manifest.get("Lifecycle") or {}).get("Run")
-        for script in _scripts(run):
-            match = re.search(r"-m\s+([A-Za-z_]\w*)", script)
-            if match:
-                return match.group(1)
-    return None
 
 
 def load_component(recipe_path: Path) -> ComponentSource:
