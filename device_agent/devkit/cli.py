@@ -9,6 +9,7 @@
                                  [--remove NAME ...] [--update-config JSON]   --root DIR
     gg-virtual iot publish TOPIC PAYLOAD | iot offline | iot online            --root DIR
     gg-virtual logs [--component NAME] [--follow] [--lines N]                   --root DIR
+    gg-virtual fleet up|status|down|chaos ...      a virtual fleet (device_agent/devkit/fleet/cli.py)
 
 `--root` defaults to $GG_VIRTUAL_ROOT, then `.virtual-device` in the current directory.
 """
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--component", default=None)
     logs.add_argument("--follow", action="store_true")
     logs.add_argument("--lines", type=int, default=50)
+
+    from device_agent.devkit.fleet import cli as fleet_cli  # noqa: PLC0415 - its imports only when parsing
+
+    fleet_cli.add_parser(commands)
     return parser
 
 
@@ -125,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_nucleus(args, root)
             case "logs":
                 return _logs(root, args.component, follow=args.follow, lines=args.lines)
+            case "fleet":
+                from device_agent.devkit.fleet import cli as fleet_cli  # noqa: PLC0415
+
+                return fleet_cli.run(args)
             case _:
                 return _remote(args, root)
     except DevkitError as exc:
