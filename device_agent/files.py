@@ -18,7 +18,6 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,7 +174,7 @@ def atomic_write(path: StrPath, data: Buffer, *, mode: int = FILE_MODE, io: File
     fs = io if io is not None else OS_FILE_IO
     target = Path(path)
     directory = target.parent
-    temporary = directory / f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name[:_TEMP_NAME_CHARS]}"
+    temporary = directory / f"{TEMP_PREFIX}{os.urandom(6).hex()}-{target.name[:_TEMP_NAME_CHARS]}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     with _storage_errors("create", temporary):
         fd = fs.open(temporary, flags, FILE_MODE)

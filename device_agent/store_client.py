@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-import secrets
+import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -87,7 +87,7 @@ class StoreClient:
         self.namespace = protocol.check_namespace(namespace)
         self.timeout = timeout
         self._request_topic = protocol.request_topic(namespace)
-        self._prefix = secrets.token_hex(4)
+        self._prefix = os.urandom(4).hex()  # not `secrets`: it maps OpenSSL (3.6 MiB) for the same urandom
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[protocol.Response]] = {}
         self._subscription: Subscription[LocalMessage] | None = None
