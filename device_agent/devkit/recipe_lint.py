@@ -18,8 +18,8 @@ Each finding has a rule id, a severity, where in the recipe and why. Errors fail
 - `privilege`: a lifecycle step with RequiresPrivilege true.
 - `artifact`: an artifact not unarchived as ZIP, or not `Permission: {Read: OWNER, Execute: NONE}`.
 - `secret-default`: a DefaultConfiguration key that names a secret (password, token, secret, private key,
-  credential, API or access key) with a non-empty value; names ending in Id, Arn, Name, Path, File or
-  Source point at a secret and are allowed.
+  credential, API or access key, salt, HMAC key) with a non-empty value; names ending in Id, Arn, Name,
+  Path, File or Source point at a secret and are allowed.
 - `config-defaults`: a key of the component's configuration model missing from DefaultConfiguration, or a
   key there the model does not know (checked when the component's package can be found).
 
@@ -78,7 +78,8 @@ _STEPS = frozenset({"bootstrap", "install", "startup", "run", "shutdown", "recov
 _STEP_KEYS = frozenset({"skipif", "script", "requiresprivilege", "setenv", "timeout"})
 _ARTIFACT_KEYS = frozenset({"uri", "unarchive", "permission", "digest", "algorithm"})
 _SECRET_NAME = re.compile(
-    r"password|passwd|passphrase|secret|token|private_?key|credential|api_?key|access_?key", re.IGNORECASE
+    r"password|passwd|passphrase|secret|token|private_?key|credential|api_?key|access_?key|salt|hmac",
+    re.IGNORECASE,
 )
 _REFERENCE_NAME = re.compile(r"(id|arn|name|path|file|source)$", re.IGNORECASE)
 
@@ -461,6 +462,13 @@ def run_package(document: object) -> str | None:
             if match:
                 return match.group(1)
     return None
+
+
+def secret_values(configuration: object, where: str = "configuration") -> list[str]:
+    """Where a configuration (e.g. a deployment's merge) holds a secret-looking key with a value."""
+    linter = _Linter("")
+    linter.secrets(configuration, where)
+    return [f.where for f in linter.findings]
 
 
 def config_model_for(path: Path, document: Any) -> type | None:
