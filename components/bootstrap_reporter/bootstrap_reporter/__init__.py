@@ -1,0 +1,1 @@
+"""com.deviceagent.BootstrapReporter: report who the device is, wait for the verifier's verdict, keep it."""

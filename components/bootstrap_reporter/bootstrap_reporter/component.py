@@ -1,0 +1,456 @@
+"""com.deviceagent.BootstrapReporter: collect facts, report them, resend until a verdict, keep the verdict.
+
+One loop owns all state (the current report, its verdict, what the store holds); the verdict handler only
+queues what arrives and wakes the loop. Each turn the loop:
+- applies queued verdicts (those for another thing or another report id, and malformed ones, are logged
+  and counted, never acted on);
+- collects facts when due, and makes a new report when their hash changed (`changed`), when none exists
+  (`initial`), or when the last final verdict is older than the re-verification interval (`periodic`);
+- resends the current report while it has no final verdict: capped exponential backoff with full jitter,
+  or the longer `retry.pendingSeconds` after a `pending` verdict;
+- saves the report and verdict in the store (`bootstrap` namespace) and retries later if the store is
+  away: the reporter works on in memory meanwhile.
+
+A periodic re-report gets a new report id even though the facts hash is the same: it is a new report
+(new time and reason), and a verdict on the old id must not be taken as the answer to re-verification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import secrets
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+from bootstrap_reporter.config import BootstrapConfig, thing_topic
+from bootstrap_reporter.erase import erase_store
+from bootstrap_reporter.inventory import HEARTBEAT_FILTER, Inventory
+from bootstrap_reporter.state import STATE_KEY, Reported
+from bootstrap_reporter.verdict import Decision, Verdict, parse_verdict
+from device_agent.component import Component, Context
+from device_agent.errors import DeviceAgentError, InvalidInputError, NotAuthorizedError
+from device_agent.facts import Fact, Tree, gather
+from device_agent.facts.collectors import run_collectors
+from device_agent.facts.report import canonical_json, facts_document, facts_hash
+from device_agent.ipc import Qos, Subscription
+from device_agent.ipc_types import IotCoreMessage
+from device_agent.messages import Category, Severity, utc_now
+from device_agent.retry import Backoff
+from device_agent.store_client import StoreClient
+
+logger = logging.getLogger(__name__)
+
+NAME: Final = "com.deviceagent.BootstrapReporter"
+REPORT_SCHEMA: Final = "bootstrap-report/1"
+STATE_NAMESPACE: Final = "bootstrap"
+STORE_TIMEOUT: Final = 5.0
+ERASE_TIMEOUT: Final = 15.0
+STORE_BACKOFF: Final = Backoff(initial=1.0, maximum=60.0)
+FINAL_SAVE_SECONDS: Final = 1.5
+# IoT Core takes 128 KiB per message; beyond this the drop-in collectors' output is left out.
+MAX_REPORT_BYTES: Final = 120 * 1024
+
+
+@dataclasses.dataclass
+class Counters:
+    reports: int = 0
+    sends: int = 0
+    send_failures: int = 0
+    verdicts: int = 0
+    verdicts_ignored: int = 0
+    verdicts_malformed: int = 0
+
+
+class BootstrapReporter(Component[BootstrapConfig]):
+    name: ClassVar[str] = NAME
+    config_model = BootstrapConfig
+
+    def __init__(self) -> None:
+        self.current: Reported | None = None
+        self.counters = Counters()
+        self.wake = asyncio.Event()
+        self.inbox: collections.deque[IotCoreMessage] = collections.deque(maxlen=64)
+        self.store_loaded = False
+        self.store_dirty = False
+        self.next_store_try = 0.0
+        self.store_delays = STORE_BACKOFF.delays()
+        self.next_collect = 0.0
+        self.next_send: float | None = None
+        self.send_delays = Backoff(initial=1.0, maximum=1.0).delays()
+        self.verdict_subscription: Subscription[IotCoreMessage] | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self, ctx: Context[BootstrapConfig]) -> None:
+        self.ctx = ctx
+        self.store = StoreClient(ctx.ipc, STATE_NAMESPACE, timeout=STORE_TIMEOUT)
+        self.inventory = Inventory(NAME, self.version)
+        await ctx.ipc.subscribe(HEARTBEAT_FILTER, self.inventory.on_heartbeat)
+        await self._subscribe_verdicts(ctx.config)
+        ctx.set_health("RUNNING", "collecting facts")
+
+    async def run(self, ctx: Context[BootstrapConfig]) -> None:
+        await self._sync_store()
+        if await self._settle(ctx):
+            return
+        while not ctx.stopping.is_set():
+            await self._turn(ctx)
+            self.wake.clear()
+            if self.inbox:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._sleep_seconds()):
+                    stop = asyncio.ensure_future(ctx.stopping.wait())
+                    woken = asyncio.ensure_future(self.wake.wait())
+                    try:
+                        await asyncio.wait({stop, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stop.cancel()
+                        woken.cancel()
+        if self.store_dirty:
+            with contextlib.suppress(DeviceAgentError, TimeoutError):
+                async with asyncio.timeout(FINAL_SAVE_SECONDS):
+                    await self._save()
+
+    async def on_config(
+        self,
+        ctx: Context[BootstrapConfig],  # noqa: ARG002 - the hook's signature
+        old: BootstrapConfig,
+        new: BootstrapConfig,
+    ) -> None:
+        if old.verdict_topic != new.verdict_topic:
+            await self._subscribe_verdicts(new)
+        self.next_collect = 0.0  # collect at once: a changed setting may change a fact
+        self.wake.set()
+
+    # ---- the loop ------------------------------------------------------------------------------------
+
+    async def _settle(self, ctx: Context[BootstrapConfig]) -> bool:
+        """Listen to the suite's heartbeats a while first, so that a restart sees the same components as the
+        run before it (and does not re-report for a list still filling up). True if stopping."""
+        config = ctx.config.components
+        if config.settle_seconds <= 0:
+            return False
+        logger.info("bootstrap.settling", extra={"seconds": config.settle_seconds})
+        return await ctx.sleep(config.settle_seconds)
+
+    async def _turn(self, ctx: Context[BootstrapConfig]) -> None:
+        while self.inbox:
+            await self._on_verdict_message(ctx, self.inbox.popleft())
+        now = time.monotonic()
+        if now >= self.next_collect:
+            await self._collect(ctx)
+            self.next_collect = time.monotonic() + ctx.config.collect_interval_seconds
+        elif self._periodic_due(ctx.config):
+            await self._collect(ctx)
+        if self.next_send is not None and time.monotonic() >= self.next_send:
+            await self._send(ctx)
+        if (self.store_dirty or not self.store_loaded) and time.monotonic() >= self.next_store_try:
+            await self._sync_store()
+
+    def _sleep_seconds(self) -> float:
+        now = time.monotonic()
+        deadlines = [self.next_collect]
+        if self.next_send is not None:
+            deadlines.append(self.next_send)
+        if self.store_dirty or not self.store_loaded:
+            deadlines.append(self.next_store_try)
+        periodic = self._periodic_in(self.ctx.config)
+        if periodic is not None:
+            deadlines.append(now + periodic)
+        return max(0.01, min(deadlines) - now)
+
+    # ---- facts and reports ---------------------------------------------------------------------------
+
+    async def _collect(self, ctx: Context[BootstrapConfig]) -> None:
+        config = ctx.config
+        facts = await asyncio.to_thread(gather, Tree(), os.environ, certificate_path=config.certificate_path)
+        facts["components"] = self.inventory.fact()
+        if config.collectors.directory:
+            facts["extra"] = await run_collectors(
+                Path(config.collectors.directory),
+                timeout=config.collectors.timeout_seconds,
+                max_output_bytes=config.collectors.max_output_bytes,
+            )
+        redactor = config.redactor()
+        if redactor is not None:
+            facts = redactor.apply(facts)
+        document = facts_document(facts)
+        if len(canonical_json(document)) > MAX_REPORT_BYTES and "extra" in document:
+            document["extra"] = Fact.error("the collectors' output makes the report too large").to_document()
+        digest = facts_hash(document)
+        current = self.current
+        if current is None:
+            self._new_report(ctx, document, digest, "initial")
+        elif current.facts_hash != digest:
+            self._new_report(ctx, document, digest, "changed")
+        elif self._periodic_due(config):
+            self._new_report(ctx, document, digest, "periodic")
+        elif self.next_send is None and not _final(current.verdict):
+            self._schedule_send(ctx.config, first=True)  # a restart: resend the kept report, same id
+
+    def _new_report(
+        self, ctx: Context[BootstrapConfig], document: dict[str, Any], digest: str, reason: str
+    ) -> None:
+        report = {
+            "schema": REPORT_SCHEMA,
+            "reportId": secrets.token_hex(16),
+            "thing": ctx.thing_name,
+            "time": utc_now(),
+            "reason": reason,
+            "factsHash": digest,
+            "facts": document,
+            "reporter": {"component": NAME, "version": self.version},
+        }
+        self.current = Reported(report=report, reported_at=time.time())
+        self.counters.reports += 1
+        self.store_dirty = True
+        logger.info("bootstrap.report_made", extra={"report": report["reportId"], "reason": reason})
+        ctx.set_health("RUNNING", "awaiting a verdict")
+        self.send_delays = Backoff(
+            initial=ctx.config.retry.initial_seconds, maximum=ctx.config.retry.max_seconds
+        ).delays()
+        self._schedule_send(ctx.config, first=True)
+
+    def _periodic_in(self, config: BootstrapConfig) -> float | None:
+        """Seconds until the periodic re-report; None while no final verdict is kept."""
+        current = self.current
+        if current is None or current.verdict is None or not current.verdict.final:
+            return None
+        interval = config.report_interval_seconds
+        if current.verdict.reverify_after_seconds is not None:
+            interval = min(interval, max(1.0, current.verdict.reverify_after_seconds))
+        return current.reported_at + interval - time.time()
+
+    def _periodic_due(self, config: BootstrapConfig) -> bool:
+        remaining = self._periodic_in(config)
+        return remaining is not None and remaining <= 0
+
+    # ---- sending -------------------------------------------------------------------------------------
+
+    def _schedule_send(self, config: BootstrapConfig, *, first: bool = False) -> None:
+        current = self.current
+        if current is None or _final(current.verdict):
+            self.next_send = None
+        elif first:
+            self.next_send = time.monotonic()
+        elif current.verdict is not None:  # pending: ask again, less often, with some jitter
+            pending = config.retry.pending_seconds
+            self.next_send = time.monotonic() + pending * (0.5 + random.random() / 2)  # noqa: S311 - jitter
+        else:
+            self.next_send = time.monotonic() + next(self.send_delays)
+
+    async def _send(self, ctx: Context[BootstrapConfig]) -> None:
+        current = self.current
+        if current is None:
+            return
+        topic = thing_topic(ctx.config.topic, ctx.thing_name)
+        try:
+            await ctx.ipc.publish_to_iot_core(topic, canonical_json(current.report), qos=Qos.AT_LEAST_ONCE)
+        except DeviceAgentError as error:
+            self.counters.send_failures += 1
+            level = logging.ERROR if isinstance(error, NotAuthorizedError) else logging.WARNING
+            logger.log(level, "bootstrap.report_not_sent", extra={"error": type(error).__name__})
+        else:
+            self.counters.sends += 1
+            logger.info(
+                "bootstrap.report_sent", extra={"report": current.report_id, "sends": self.counters.sends}
+            )
+        self._schedule_send(ctx.config)
+
+    # ---- verdicts ------------------------------------------------------------------------------------
+
+    async def _subscribe_verdicts(self, config: BootstrapConfig) -> None:
+        old, self.verdict_subscription = self.verdict_subscription, None
+        if old is not None:
+            with contextlib.suppress(DeviceAgentError):
+                await old.close()
+        topic = thing_topic(config.verdict_topic, self.ctx.thing_name)
+        self.verdict_subscription = await self.ctx.ipc.subscribe_to_iot_core(topic, self._on_message)
+
+    def _on_message(self, message: IotCoreMessage) -> None:
+        if len(self.inbox) == self.inbox.maxlen:
+            self.counters.verdicts_ignored += 1
+            logger.warning("bootstrap.verdict_dropped", extra={"reason": "too many queued"})
+            return
+        self.inbox.append(message)
+        self.wake.set()
+
+    async def _on_verdict_message(self, ctx: Context[BootstrapConfig], message: IotCoreMessage) -> None:
+        try:
+            verdict = parse_verdict(message.payload)
+        except InvalidInputError as error:
+            self.counters.verdicts_malformed += 1
+            logger.warning(
+                "bootstrap.verdict_malformed",
+                extra={"reason": str(error)[:200], "malformed": self.counters.verdicts_malformed},
+            )
+            return
+        current = self.current
+        ignored = None
+        if verdict.thing != ctx.thing_name:
+            ignored = "another thing"
+        elif current is None or verdict.report_id != current.report_id:
+            ignored = "another report"
+        elif verdict.facts_hash != current.facts_hash:
+            ignored = "another facts hash"
+        elif current.verdict is not None and current.verdict.decision_id == verdict.decision_id:
+            return  # the same decision again (QoS 1 delivers at least once)
+        if ignored is not None or current is None:
+            self.counters.verdicts_ignored += 1
+            logger.info(
+                "bootstrap.verdict_ignored",
+                extra={"reason": ignored, "ignored": self.counters.verdicts_ignored},
+            )
+            return
+        self.counters.verdicts += 1
+        self.current = dataclasses.replace(current, verdict=verdict)
+        self.store_dirty = True
+        self.next_store_try = 0.0
+        self._schedule_send(ctx.config)
+        logger.info(
+            "bootstrap.verdict",
+            extra={"report": verdict.report_id, "verdict": str(verdict.decision), "demoted": verdict.demoted},
+        )
+        await self._announce(ctx, verdict)
+        if verdict.decision is Decision.REJECTED and ctx.config.erase_on_reject:
+            await self._erase(ctx)
+
+    async def _announce(self, ctx: Context[BootstrapConfig], verdict: Verdict) -> None:
+        details: dict[str, str | float | bool | None] = {
+            "reportId": verdict.report_id,
+            "decisionId": verdict.decision_id,
+            "verdict": str(verdict.decision),
+            "reason": verdict.reason[:256],
+            "failedRules": ",".join(verdict.failed_rules)[:256] or None,
+            "group": verdict.group,
+            "demoted": verdict.demoted,
+        }
+        if verdict.decision is Decision.REJECTED:
+            name = "bootstrap.demoted" if verdict.demoted else "bootstrap.rejected"
+            ctx.set_health(
+                "DEGRADED", "demoted by the verifier" if verdict.demoted else "rejected by the verifier"
+            )
+            await ctx.emit_event(
+                name,
+                category=Category.SECURITY,
+                severity=Severity.CRITICAL,
+                message=(
+                    "The verifier demoted this device: its re-verification failed."
+                    if verdict.demoted
+                    else "The verifier rejected this device's bootstrap report."
+                ),
+                **details,
+            )
+        elif verdict.decision is Decision.APPROVED:
+            ctx.set_health("RUNNING", "approved")
+            await ctx.emit_event(
+                "bootstrap.approved",
+                category=Category.SECURITY,
+                severity=Severity.INFO,
+                message="The verifier approved this device's bootstrap report.",
+                **details,
+            )
+        else:
+            ctx.set_health("RUNNING", "verification pending")
+            await ctx.emit_event(
+                "bootstrap.pending",
+                category=Category.SECURITY,
+                severity=Severity.INFO,
+                message="The verifier has not decided yet; the report will be sent again later.",
+                **details,
+            )
+
+    async def _erase(self, ctx: Context[BootstrapConfig]) -> None:
+        try:
+            await erase_store(ctx.ipc, timeout=ERASE_TIMEOUT)
+        except DeviceAgentError as error:
+            logger.error("bootstrap.erase_failed", extra={"error": type(error).__name__})  # noqa: TRY400
+            await ctx.emit_event(
+                "bootstrap.erase_failed",
+                category=Category.SECURITY,
+                severity=Severity.CRITICAL,
+                message="The device was rejected and eraseOnReject is set, but the store did not erase.",
+            )
+            return
+        logger.warning("bootstrap.store_erased")
+        await ctx.emit_event(
+            "bootstrap.store_erased",
+            category=Category.SECURITY,
+            severity=Severity.CRITICAL,
+            message="The device was rejected: the encrypted store was crypto-erased (eraseOnReject).",
+        )
+        self.store_dirty = True  # the verdict goes into the fresh store, so a restart does not forget it
+
+    # ---- the store -----------------------------------------------------------------------------------
+
+    async def _sync_store(self) -> None:
+        try:
+            if not self.store_loaded:
+                await self._load()
+            if self.store_dirty:
+                await self._save()
+        except DeviceAgentError as error:
+            delay = next(self.store_delays)
+            self.next_store_try = time.monotonic() + delay
+            logger.warning(
+                "bootstrap.store_unavailable",
+                extra={"error": type(error).__name__, "retry_s": round(delay, 1)},
+            )
+            self.ctx.set_health(self.ctx.health_state, "store unavailable: state kept in memory")
+        else:
+            self.store_delays = STORE_BACKOFF.delays()
+
+    async def _load(self) -> None:
+        data = await self.store.get_or_none(STATE_KEY)
+        self.store_loaded = True
+        if data is None:
+            return
+        try:
+            stored = Reported.from_bytes(data)
+        except InvalidInputError as error:
+            logger.warning("bootstrap.state_unreadable", extra={"reason": str(error)})
+            self.store_dirty = self.current is not None
+            return
+        current = self.current
+        if current is None or (
+            stored.facts_hash == current.facts_hash and _final(stored.verdict) and not _final(current.verdict)
+        ):
+            self.current = stored
+            logger.info(
+                "bootstrap.state_loaded",
+                extra={
+                    "report": stored.report_id,
+                    "verdict": None if stored.verdict is None else str(stored.verdict.decision),
+                },
+            )
+            if stored.verdict is not None:
+                self._restore_health(stored.verdict)
+        else:
+            self.store_dirty = True  # what this run made is newer than what the store kept
+
+    def _restore_health(self, verdict: Verdict) -> None:
+        if verdict.decision is Decision.REJECTED:
+            self.ctx.set_health("DEGRADED", "rejected by the verifier")
+        else:
+            self.ctx.set_health("RUNNING", str(verdict.decision))
+
+    async def _save(self) -> None:
+        current = self.current
+        if current is None:
+            self.store_dirty = False
+            return
+        await self.store.put(STATE_KEY, current.to_bytes())
+        if self.current is current:
+            self.store_dirty = False
+
+
+def _final(verdict: Verdict | None) -> bool:
+    return verdict is not None and verdict.final
