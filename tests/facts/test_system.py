@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 from hypothesis import given
@@ -101,7 +102,8 @@ def test_a_huge_cpuinfo_is_capped(tree: Callable[[Files], Tree]):
 @given(st.text(max_size=2000))
 def test_os_release_parser_never_raises(text: str):
     values = system.parse_os_release(text)
-    assert all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+    assert all(re.fullmatch(r"[A-Z_][A-Z0-9_]*", key) for key in values)
+    assert all("\n" not in value for value in values.values())
 
 
 @given(st.text(max_size=2000))
