@@ -52,6 +52,7 @@ def add_parser(commands: Any) -> None:
     up.add_argument("--reject", type=int, default=0, help="how many devices report facts the policy refuses")
     up.add_argument("--telemetry-interval", type=float, default=None, metavar="S")
     up.add_argument("--health-interval", type=float, default=None, metavar="S")
+    up.add_argument("--report-settle", type=float, default=None, metavar="S", help="reporter's first wait")
     up.add_argument("--skip-install", action="store_true", help="do not run the components' Install steps")
     up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every device")
 
@@ -104,6 +105,7 @@ def _spec(layout: FleetLayout, args: argparse.Namespace) -> FleetSpec:
         reject=args.reject,
         telemetry_interval=args.telemetry_interval,
         health_interval=args.health_interval,
+        report_settle=args.report_settle,
         skip_install=args.skip_install,
     )
     ensure_private_dir(layout.root)
@@ -206,7 +208,12 @@ def fleet_pids(layout: FleetLayout) -> list[int]:
     state = _try_state(layout)
     recorded = []
     if state is not None:
-        recorded = [state.supervisor_pid, state.broker_pid, *(d.pid for d in state.devices.values())]
+        recorded = [
+            state.supervisor_pid,
+            state.broker_pid,
+            state.verifier_pid,
+            *(d.pid for d in state.devices.values()),
+        ]
     pids = {
         pid
         for pid in recorded

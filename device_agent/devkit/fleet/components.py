@@ -1,23 +1,24 @@
-"""What each device runs: the suite built once into the fleet root, and the two deployments.
+"""What each device runs: the suite built once into the fleet root, and the two deployments of the suite's
+templates, `deployments/quarantine.json` (reporter and store) and `deployments/production.json` (all four),
+filled with the device's certificate path as Greengrass fills them for a thing group.
 
-Quarantine is the bootstrap reporter and the store; production is all four components, as the deployment
-templates (`deployments/quarantine.json`, `deployments/production.json`) define them. `component_sets` is the
-seam: it reads the templates when the loader is there, else uses the same sets, limited to the components
-whose recipe was built (a component still being written is left out, not invented).
+The fleet adds its own settings on top of a template's configuration: shorter intervals when asked (tests),
+and the reporter's first wait.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from device_agent.devkit.build import build_components
+from device_agent.devkit.deployment_templates import load_template
+from device_agent.devkit.errors import DeploymentError
 from device_agent.devkit.fleet.layout import FleetLayout
 from device_agent.devkit.fleet.spec import FleetError, FleetSpec
-from device_agent.devkit.recipes import RECIPE_SUFFIXES
+from device_agent.devkit.recipes import RECIPE_SUFFIXES, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,9 @@ STORE = "com.deviceagent.EncryptedStore"
 TELEMETRY = "com.deviceagent.TelemetryPublisher"
 HEALTH = "com.deviceagent.HealthMonitor"
 
-QUARANTINE: tuple[str, ...] = (REPORTER, STORE)
-PRODUCTION: tuple[str, ...] = (REPORTER, STORE, TELEMETRY, HEALTH)
-
 QUARANTINE_GROUP = "quarantine"
 PRODUCTION_GROUP = "production"
+GROUPS = (QUARANTINE_GROUP, PRODUCTION_GROUP)  # also the templates' names in deployments/
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +39,20 @@ class BuiltSuite:
     recipe_dir: Path
     artifact_dir: Path
 
-    def available(self) -> frozenset[str]:
-        return frozenset(p.stem for p in self.recipe_dir.iterdir() if p.suffix.lower() in RECIPE_SUFFIXES)
+    def available(self) -> dict[str, str]:
+        """Name -> version of every built component."""
+        recipes = (load_recipe(p) for p in self.recipe_dir.iterdir() if p.suffix.lower() in RECIPE_SUFFIXES)
+        return {recipe.name: recipe.version for recipe in recipes}
 
 
 @dataclass(frozen=True, slots=True)
 class ComponentSets:
-    quarantine: tuple[str, ...]
-    production: tuple[str, ...]
+    """Name -> version for each group's deployment."""
 
-    def for_group(self, group: str) -> tuple[str, ...]:
+    quarantine: dict[str, str]
+    production: dict[str, str]
+
+    def for_group(self, group: str) -> dict[str, str]:
         return self.production if group == PRODUCTION_GROUP else self.quarantine
 
 
@@ -62,32 +65,37 @@ def build_suite(layout: FleetLayout, project: Path = PROJECT_ROOT) -> BuiltSuite
 
 
 def component_sets(suite: BuiltSuite) -> ComponentSets:
+    """Each template's components, checked against what was built (a missing one fails here, not later)."""
     available = suite.available()
-    quarantine = tuple(name for name in QUARANTINE if name in available)
-    production = tuple(name for name in PRODUCTION if name in available)
-    if not quarantine:
-        raise FleetError(
-            "neither the bootstrap reporter nor the store was built: nothing to run in quarantine"
-        )
-    return ComponentSets(quarantine=quarantine, production=production)
+    sets = {}
+    for group in GROUPS:
+        try:
+            wanted = load_template(group).suite_components()
+        except DeploymentError as exc:
+            raise FleetError(str(exc)) from exc
+        missing = sorted(f"{n} {v}" for n, v in wanted.items() if available.get(n) != v)
+        if missing:
+            raise FleetError(f"the {group} template names components that were not built: {missing}")
+        sets[group] = wanted
+    return ComponentSets(quarantine=sets[QUARANTINE_GROUP], production=sets[PRODUCTION_GROUP])
 
 
-def configuration(spec: FleetSpec, thing: str, components: tuple[str, ...]) -> dict[str, Any]:
-    """The `--update-config` of a device's deployment: the fleet's intervals, a rejected device's facts."""
-    merges: dict[str, dict[str, Any]] = {}
+def configuration(spec: FleetSpec, group: str, certificate: Path) -> dict[str, Any]:
+    """The `--update-config` of a device's deployment: its group's template, then the fleet's settings."""
+    try:
+        updates = load_template(group, {"CERTIFICATE_PATH": str(certificate)}).update_config()
+    except DeploymentError as exc:
+        raise FleetError(str(exc)) from exc
+    fleet: dict[str, dict[str, Any]] = {}
     if spec.telemetry_interval is not None:
-        merges[TELEMETRY] = {"intervalSeconds": spec.telemetry_interval}
+        fleet[TELEMETRY] = {"intervalSeconds": spec.telemetry_interval}
     if spec.health_interval is not None:
-        merges[HEALTH] = {"summaryIntervalSeconds": spec.health_interval}
-    if thing in spec.rejected:
-        merges.update(reject_overrides())
-    return {name: {"MERGE": merge} for name, merge in merges.items() if name in components}
-
-
-def reject_overrides() -> Mapping[str, dict[str, Any]]:
-    """Configuration that makes the reporter report facts the verifier's policy refuses.
-
-    The seam for the bootstrap reporter: until it offers a way to report other facts, a rejected device is
-    one the verifier has no verdict source for (see docs/virtual-fleet.md).
-    """
-    return {}
+        fleet[HEALTH] = {"summaryIntervalSeconds": spec.health_interval}
+    if spec.report_settle is not None:
+        fleet[REPORTER] = {"components": {"settleSeconds": spec.report_settle}}
+    names = set(load_template(group).suite_components())
+    for name, merge in fleet.items():
+        if name in names:
+            update = updates.setdefault(name, {})
+            update["MERGE"] = {**update.get("MERGE", {}), **merge}
+    return updates

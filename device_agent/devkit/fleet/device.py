@@ -25,11 +25,13 @@ from device_agent.devkit.fleet.components import BuiltSuite
 from device_agent.devkit.fleet.layout import FleetLayout
 from device_agent.devkit.fleet.spec import FleetError
 from device_agent.devkit.pki import IssuedIdentity
+from device_agent.files import ensure_private_dir
 
 logger = logging.getLogger(__name__)
 
 _READY_POLL_S = 0.1
 _STOP_GRACE_S = 10.0  # the nucleus gives each component its own grace period (5 s) when it stops
+CACHE_ENV = "DEVICE_AGENT_ENVIRONMENT_CACHE"  # device_agent.install's shared-environment folder
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -67,7 +69,7 @@ class DeviceProcess:
         """True when the nucleus exited without the fleet asking it to (the process is reaped here)."""
         return self._process is not None and self._process.poll() is not None and not self.stopping
 
-    def command(self, components: tuple[str, ...], update_config: dict[str, Any]) -> list[str]:
+    def command(self, components: dict[str, str], update_config: dict[str, Any]) -> list[str]:
         launch = self.launch
         command = [
             sys.executable,
@@ -93,20 +95,23 @@ class DeviceProcess:
             "--iot-key",
             str(launch.identity.key),
         ]
-        for name in components:
-            command += ["--merge", name]
+        for name, version in components.items():
+            command += ["--merge", f"{name}={version}"]
         if update_config:
             command += ["--update-config", json.dumps(update_config)]
         if launch.skip_install:
             command.append("--skip-install")
         return command
 
-    async def start(self, components: tuple[str, ...], update_config: dict[str, Any], timeout: float) -> None:
+    async def start(self, components: dict[str, str], update_config: dict[str, Any], timeout: float) -> None:
         """Start the nucleus with its first deployment and wait until that deployment is done."""
         if self.running:
             raise FleetError(f"{self.thing}: the nucleus is already running")
         self.stopping = False
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(self.layout.environments)
+        # Install builds each component's environment once for the whole fleet, not once per device.
+        env = {**os.environ, CACHE_ENV: str(self.layout.environments)}
         (self.root / "control.socket").unlink(missing_ok=True)  # a killed nucleus leaves its socket behind
         console = os.open(
             self.layout.device_console(self.thing),
@@ -121,6 +126,7 @@ class DeviceProcess:
                 stderr=console,
                 start_new_session=True,
                 cwd=self.root,
+                env=env,
             )
         finally:
             os.close(console)
@@ -152,9 +158,11 @@ class DeviceProcess:
     async def call(self, command: str, **arguments: Any) -> Any:
         return await asyncio.to_thread(control.call, self.root, command, **arguments)
 
-    async def deploy(self, components: tuple[str, ...], update_config: dict[str, Any]) -> dict[str, Any]:
+    async def deploy(
+        self, components: dict[str, str], update_config: dict[str, Any], remove: list[str]
+    ) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(
-            "deployment.create", merge=dict.fromkeys(components, ""), remove=[], updateConfig=update_config
+            "deployment.create", merge=components, remove=remove, updateConfig=update_config
         )
         if result.get("status") != "SUCCEEDED":
             raise FleetError(f"{self.thing}: deployment failed: {result.get('reason')}")

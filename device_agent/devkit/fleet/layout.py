@@ -7,6 +7,7 @@
     <root>/pki/                   the local CA, the broker's server identity and every client identity
     <root>/broker/                mosquitto's configuration, ACL, log and persistence file
     <root>/build/                 the suite built once (recipes/ and artifacts/)
+    <root>/environments/          the components' virtual environments, one per lock, shared by the devices
     <root>/devices/<thing>/       each device's nucleus root (short: Unix socket paths stay under 108 bytes)
     <root>/logs/                  the supervisor's log and each nucleus's console output
 """
@@ -62,6 +63,11 @@ class FleetLayout:
     @property
     def build(self) -> Path:
         return self.root / "build"
+
+    @property
+    def environments(self) -> Path:
+        """The components' virtual environments, built once per lock and shared by every device."""
+        return self.root / "environments"
 
     @property
     def logs(self) -> Path:

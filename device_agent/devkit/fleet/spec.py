@@ -31,6 +31,8 @@ class FleetSpec:
     # None keeps each component's default interval (what the scale benchmark measures); tests shorten them.
     telemetry_interval: float | None = None
     health_interval: float | None = None
+    # How long the reporter listens to heartbeats before its first report (None: its default, 65 s).
+    report_settle: float | None = None
     skip_install: bool = False
 
     def __post_init__(self) -> None:
@@ -42,6 +44,8 @@ class FleetSpec:
             value = getattr(self, name)
             if value is not None and not 1.0 <= value <= 3600.0:  # noqa: PLR2004 - the components' own bounds
                 raise FleetError(f"{name} must be between 1 and 3600 seconds")
+        if self.report_settle is not None and not 0.0 <= self.report_settle <= 3600.0:  # noqa: PLR2004
+            raise FleetError("report_settle must be between 0 and 3600 seconds")
 
     @property
     def things(self) -> tuple[str, ...]:

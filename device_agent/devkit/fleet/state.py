@@ -35,6 +35,7 @@ class FleetState:
     supervisor_pid: int | None = None
     broker_pid: int | None = None
     broker_port: int | None = None
+    verifier_pid: int | None = None
     phase: str = "starting"  # starting | running | stopping | stopped | failed
     error: str | None = None
     started_at: float | None = None

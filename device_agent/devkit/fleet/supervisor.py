@@ -41,7 +41,7 @@ from device_agent.devkit.fleet.observer import SUBSCRIPTIONS, Observer
 from device_agent.devkit.fleet.processes import terminate
 from device_agent.devkit.fleet.spec import FleetError, FleetSpec
 from device_agent.devkit.fleet.state import DeviceRecord, FleetState
-from device_agent.devkit.fleet.verifier import start_verifier, verifier_launch
+from device_agent.devkit.fleet.verifier import prepare, start_verifier, verifier_installed
 from device_agent.devkit.mosquitto import MosquittoBroker
 from device_agent.files import ensure_private_dir
 
@@ -123,11 +123,12 @@ class Supervisor:
                 raise FleetError(
                     f"the broker refused the observer's subscription to {topic_filter} ({code:#x})"
                 )
-        launch = verifier_launch(layout, identities, broker.port, spec.things)
-        if launch is None:
-            logger.warning("fleet.no_verifier: devices stay in quarantine until a verdict reaches the broker")
+        if verifier_installed():
+            files = await asyncio.to_thread(prepare, layout, identities, spec.rejected)
+            self._verifier = start_verifier(files, identities, broker.port)
+            self.state.verifier_pid = self._verifier.pid
         else:
-            self._verifier = start_verifier(launch)
+            logger.warning("fleet.no_verifier: devices stay in quarantine until a verdict reaches the broker")
         for thing in spec.things:
             self.state.devices[thing] = DeviceRecord(expect_rejection=thing in spec.rejected)
             self.devices[thing] = DeviceProcess(
@@ -155,10 +156,13 @@ class Supervisor:
         assert self._sets is not None  # noqa: S101 - set in _start_all before any device starts
         wanted = self._sets.for_group(record.group)
         await self.devices[thing].start(
-            wanted, parts.configuration(self.spec, thing, wanted), DEVICE_START_TIMEOUT_S
+            wanted, self._configuration(thing, record.group), DEVICE_START_TIMEOUT_S
         )
         record.pid, record.components, record.offline = self.devices[thing].pid, list(wanted), False
         self._save()
+
+    def _configuration(self, thing: str, group: str) -> dict[str, Any]:
+        return parts.configuration(self.spec, group, self.devices[thing].launch.identity.cert)
 
     async def _stop_all(self, control: FleetControlServer) -> None:
         await control.close()
@@ -171,7 +175,8 @@ class Supervisor:
             await self._mqtt.stop()
         if self._verifier is not None:
             await asyncio.to_thread(terminate, [self._verifier.pid])
-            self._verifier.wait()
+            await asyncio.to_thread(self._verifier.wait)
+            self.state.verifier_pid = None
         if self._broker is not None:
             await self._broker.stop()
         self.state.broker_pid = None
@@ -229,12 +234,7 @@ class Supervisor:
         record, device = self.state.devices[thing], self.devices[thing]
         wanted = self._sets.for_group(group)
         removed = [name for name in record.components if name not in wanted]
-        await device.call(
-            "deployment.create",
-            merge=dict.fromkeys(wanted, ""),
-            remove=removed,
-            updateConfig=parts.configuration(self.spec, thing, wanted),
-        )
+        await device.deploy(wanted, self._configuration(thing, group), removed)
         record.group, record.components = group, list(wanted)
         record.promoted_at = time.time() if group == PRODUCTION_GROUP else None
         logger.info("fleet.group_changed thing=%s group=%s", thing, group)
