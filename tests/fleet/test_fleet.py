@@ -8,10 +8,12 @@ certificate when the verifier service is not installed.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,43 +145,57 @@ async def test_after_a_broker_restart_every_device_reconnects_and_no_sample_is_l
 async def test_a_killed_nucleus_is_restarted_and_resumes_from_its_spool(running_fleet: FleetLayout) -> None:
     thing = APPROVED[0]
     assert await fleet_async(running_fleet, "chaos", "offline", thing) == 0
-    last_online = device_rows(running_fleet)[thing]["seq"]["last"]
-    backfilled = device_rows(running_fleet)[thing].get("backfilledMessages", 0)
-    # Samples taken while offline go to the spool; then the nucleus dies (and its components with it).
-    await wait_for(running_fleet, lambda _rows: True, "a moment offline", timeout=1)
-    old_pid = device_rows(running_fleet)[thing]["nucleus"]["pid"]
-    import asyncio  # noqa: PLC0415
-
-    await asyncio.sleep(4)  # four samples at one a second go to the spool while the device is offline
+    before = device_rows(running_fleet)[thing]
+    # Offline, the publisher spools its samples in the store; three of them, then the nucleus dies (-9)
+    # and the fleet ends the components it left behind.
+    spooled_from = (before["seq"]["last"] or 0) + 1
+    await asyncio.sleep(3.5)  # the samples have no other witness while the device is offline
     assert await fleet_async(running_fleet, "chaos", "kill-nucleus", thing) == 0
     rows = await wait_for(
         running_fleet,
         lambda rows: (
             rows[thing]["nucleus"]["restarts"] == 1
-            and rows[thing]["nucleus"]["running"]
-            and (rows[thing]["seq"]["last"] or 0) >= last_online + 6
+            and rows[thing]["backfilledMessages"] > before["backfilledMessages"]
+            and (rows[thing]["seq"]["last"] or 0) > spooled_from + 3
         ),
-        "the nucleus restarted and the spooled samples delivered",
+        "the nucleus restarted and the spooled samples delivered as backfill",
         timeout=90,
     )
-    assert rows[thing]["nucleus"]["pid"] != old_pid
-    assert not alive(old_pid)
-    assert rows[thing]["group"] == "production"
-    del backfilled
+    after = rows[thing]
+    assert after["nucleus"]["running"]
+    assert after["nucleus"]["pid"] != before["nucleus"]["pid"]
+    assert not alive(before["nucleus"]["pid"])
+    assert after["group"] == "production"  # restarted with its group's deployment
+    assert not after["offline"]  # a new nucleus starts online
+    assert _covered(after["seqRanges"], spooled_from, spooled_from + 2), after["seqRanges"]
+
+
+def _covered(ranges: list[list[int]], low: int, high: int) -> bool:
+    return any(start <= low and high <= end for start, end in ranges)
 
 
 async def test_a_revoked_device_is_refused_by_the_broker(running_fleet: FleetLayout) -> None:
     thing, other = APPROVED[1], APPROVED[0]
+    broker_log = running_fleet.broker / "mosquitto.log"
+    log_offset = broker_log.stat().st_size
     assert await fleet_async(running_fleet, "chaos", "revoke", thing) == 0
-    import asyncio  # noqa: PLC0415
 
-    await asyncio.sleep(2)
-    before = device_rows(running_fleet)
-    await asyncio.sleep(4)
-    after = device_rows(running_fleet)
+    def other_sent(count: int) -> Callable[[dict[str, dict[str, Any]]], bool]:
+        return lambda rows: rows[other]["telemetryMessages"] >= count
+
+    # Whatever the revoked device had in flight drains while the other one sends three more.
+    settled = (await wait_for(running_fleet, other_sent(0), "the state"))[other]["telemetryMessages"] + 3
+    before = await wait_for(running_fleet, other_sent(settled), "three messages from the other device")
+    after = await wait_for(
+        running_fleet,
+        other_sent(before[other]["telemetryMessages"] + 3),
+        "three more from the other device (the broker is up)",
+    )
     assert after[thing]["telemetryMessages"] == before[thing]["telemetryMessages"]
-    assert after[other]["telemetryMessages"] > before[other]["telemetryMessages"]  # the broker is up
     assert after[thing]["revoked"]
+    with broker_log.open("rb") as log:
+        log.seek(log_offset)
+        assert b"certificate verify failed" in log.read()  # the device keeps trying; the CRL refuses it
 
 
 def test_every_socket_the_fleet_opens_is_on_loopback_or_unix(running_fleet: FleetLayout) -> None:
