@@ -71,6 +71,7 @@ def build_runtime(environ: Mapping[str, str]) -> Runtime:
         return value
 
     policy = load_policy(Path(required("DEVICE_AGENT_POLICY_FILE")))
+    table = required("DEVICE_AGENT_AUDIT_TABLE")
     groups = Groups(
         quarantine=environ.get("DEVICE_AGENT_QUARANTINE_GROUP") or Groups().quarantine,
         production=environ.get("DEVICE_AGENT_PRODUCTION_GROUP") or Groups().production,
@@ -82,7 +83,7 @@ def build_runtime(environ: Mapping[str, str]) -> Runtime:
     verifier = Verifier(
         policy=policy,
         registry=AwsIotRegistry(boto3.client("iot")),
-        audit=DynamoDbAuditLog(boto3.client("dynamodb"), required("DEVICE_AGENT_AUDIT_TABLE")),
+        audit=DynamoDbAuditLog(boto3.client("dynamodb"), table),
         groups=groups,
         identity=environ.get("DEVICE_AGENT_VERIFIER_ID")
         or environ.get("AWS_LAMBDA_FUNCTION_NAME")

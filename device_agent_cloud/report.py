@@ -1,9 +1,10 @@
 """Parse and validate a bootstrap report by hand, as `docs/schemas/bootstrap-report.schema.json` says.
 
 AWS Lambda has no jsonschema, and a report is hostile input until proved otherwise, so the checks run in
-this order, each cheap before the next: size (64 KiB, before any parsing), UTF-8, nesting depth (a scan over
-the text, before the parser could recurse), strict JSON (no NaN or Infinity, no duplicate keys, no integer
-longer than 20 digits, no float that overflows), element count, then the schema's exact types and patterns
+this order, each cheap before the next: size (64 KiB, before any parsing), UTF-8, nesting depth and
+element count (a scan over the text, before the parser could recurse or call back per number), strict JSON
+(no NaN or Infinity, no duplicate keys, no integer longer than 20 digits, no float that overflows), the exact
+element count, then the schema's exact types and patterns
 (a boolean is not an integer here), then the thing named by the topic against the body, then the facts hash
 recomputed over the facts. Every refusal is an `InvalidReportError` whose `field` names where (`facts.tpm`,
 `reportId`, ...) and whose reason never repeats the offending value.
@@ -49,7 +50,7 @@ _TOP_KEYS: Final = frozenset(
     {"schema", "reportId", "thing", "time", "reason", "factsHash", "facts", "reporter"}
 )
 _FACT_KEYS: Final = frozenset({"status", "value", "source", "reason"})
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRINGS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # "unrolled": no per-character alternation
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
@@ -121,7 +122,7 @@ def load_strict_json(payload: bytes, *, max_bytes: int = MAX_REPORT_BYTES) -> An
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidReportError("payload", "is not valid UTF-8") from None
-    _check_depth(text)
+    _check_shape(text)
     try:
         document = json.loads(
             text,
@@ -139,10 +140,15 @@ def load_strict_json(payload: bytes, *, max_bytes: int = MAX_REPORT_BYTES) -> An
     return document
 
 
-def _check_depth(text: str) -> None:
+def _check_shape(text: str) -> None:
     # Strings may hold brackets; drop them first. An unterminated string makes the parser fail later anyway.
+    skeleton = _STRINGS.sub('""', text)
+    # Every element after the first in a container follows a comma: too many commas is too many elements,
+    # found before the parser spends time (and a Python callback per number) on them.
+    if skeleton.count(",") >= MAX_ELEMENTS:
+        raise InvalidReportError("payload", f"has more than {MAX_ELEMENTS} elements")
     depth = 0
-    for match in _BRACKETS.finditer(_STRINGS.sub('""', text)):
+    for match in _BRACKETS.finditer(skeleton):
         depth += 1 if match.group() in "[{" else -1
         if depth > MAX_DEPTH:
             raise InvalidReportError("payload", f"nests deeper than {MAX_DEPTH} levels")
