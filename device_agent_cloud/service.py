@@ -60,7 +60,8 @@ class VerifierService:
             raise ValueError("reconnect delays must satisfy 0 < min <= max")
         self.verifier = verifier
         self.broker = broker
-        self.decisions = 0
+        self.decisions = 0  # reports decided (refusals included)
+        self.subscriptions = 0  # successful subscriptions: one per connection
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(broker.queue_size)
         self._subscribed = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -214,6 +215,7 @@ class VerifierService:
         if not codes or any(code >= _FAILED_REASON for code in codes):
             logger.error("verifier_service.subscribe_refused filter=%s codes=%s", REPORT_FILTER, codes)
             return
+        self.subscriptions += 1
         self._subscribed.set()
         logger.info("verifier_service.subscribed filter=%s", REPORT_FILTER)
 

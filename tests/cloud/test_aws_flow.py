@@ -340,3 +340,36 @@ def test_an_old_report_is_rejected(fleet: Any, tmp_path: Path):
     future = make_report("thermostat-11", device.fingerprint, time=NOW + dt.timedelta(hours=2))
     assert invoke(old)["failedRules"] == ["reportAge"]
     assert invoke(future)["failedRules"] == ["clockSkew"]
+
+
+def test_provisioning_again_adds_a_certificate_and_duplicates_nothing(fleet: Any, tmp_path: Path):
+    first = provision(tmp_path, "thermostat-12")
+    csr = create_key_and_csr(tmp_path / "second.key", "thermostat-12")
+    iot = boto3.client("iot", region_name=REGION)
+    second = provision_aws(
+        iot, thing="thermostat-12", thing_type="thermostat", csr_pem=csr, settings=SETTINGS
+    )
+    assert groups_of("thermostat-12") == {QUARANTINE}
+    assert AwsIotRegistry(iot).describe("thermostat-12").certificate_fingerprints == {
+        first.fingerprint,
+        second.fingerprint,
+    }
+    assert (
+        len([p for p in iot.list_policies()["policies"] if p["policyName"].startswith("device-agent-")]) == 3
+    )
+    assert len(iot.list_thing_groups()["thingGroups"]) == 2
+    # A report naming either certificate passes the certificate rule.
+    assert invoke(make_report("thermostat-12", second.fingerprint))["outcome"] == "approved"
+
+
+def test_a_csr_for_another_thing_is_refused(aws: None, tmp_path: Path):
+    csr = create_key_and_csr(tmp_path / "k", "thermostat-13")
+    with pytest.raises(ProvisioningError, match="common name"):
+        provision_aws(
+            boto3.client("iot", region_name=REGION),
+            thing="thermostat-14",
+            thing_type="t",
+            csr_pem=csr,
+            settings=SETTINGS,
+        )
+    assert boto3.client("iot", region_name=REGION).list_things()["things"] == []

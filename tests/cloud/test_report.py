@@ -254,3 +254,12 @@ def test_time_with_an_offset_is_read_as_utc():
     report = make_report("t", FINGERPRINT)
     report["time"] = "2026-11-24T14:00:00.250+02:00"
     assert parse_report(encode(report)).time.isoformat() == "2026-11-24T12:00:00.250000+00:00"
+
+
+def test_the_hash_is_the_one_the_device_computes():
+    """The contract: the reporter's own hash function and the verifier's agree on a device's facts."""
+    device_report = pytest.importorskip("device_agent.facts.report")
+    report = make_report(
+        "t", FINGERPRINT, change={"extra": ok({"note": "ünïcode ✓", "n": 1.5, "big": 2**62})}
+    )
+    assert device_report.facts_hash(report["facts"]) == compute_facts_hash(report["facts"])

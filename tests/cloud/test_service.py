@@ -153,8 +153,10 @@ async def test_the_service_reconnects_after_the_broker_restarts(fleet: tuple[Fle
     pki, broker = fleet
     identity, fingerprint = pki.provision("kiosk-3")
     async with running(pki, broker) as service:
+        assert service.subscriptions == 1
         await broker.restart()
-        await asyncio.wait_for(service.subscribed.wait(), 3 * WAIT_S)
+        # A new connection and a new subscription (the session is clean), not the one from before.
+        await _until(lambda: service.subscriptions == 2, 3 * WAIT_S)
         peer = await device(identity, broker.url)
         try:
             now = dt.datetime.now(dt.UTC)
