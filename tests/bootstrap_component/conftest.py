@@ -118,8 +118,17 @@ class TestVerifier:
     def heartbeats(self) -> list[dict[str, Any]]:
         return [r.message for r in self.device.local_messages(f"device-agent/heartbeat/{REPORTER}")]
 
-    def store_saves(self) -> int:
-        """Answers of the store to the reporter's successful puts (each one is durable when answered)."""
+    def event_time(self, name: str) -> float:
+        """When the latest `name` event was seen (the monotonic clock of local records)."""
+        return max(
+            r.time
+            for r in self.device.local_messages("device-agent/events")
+            if isinstance(r.message, dict) and r.message.get("event") == name
+        )
+
+    def store_saves(self, after: float = 0.0) -> int:
+        """Answers of the store to the reporter's successful puts (each one is durable when answered),
+        those seen after `after` only."""
         requests = {
             r.message["id"]
             for r in self.device.local_messages("device-agent/store/bootstrap/request")
@@ -129,6 +138,9 @@ class TestVerifier:
             {
                 r.message["id"]
                 for r in self.device.local_messages("device-agent/store/bootstrap/response")
-                if isinstance(r.message, dict) and r.message.get("id") in requests and r.message.get("ok")
+                if isinstance(r.message, dict)
+                and r.message.get("id") in requests
+                and r.message.get("ok")
+                and r.time > after
             }
         )

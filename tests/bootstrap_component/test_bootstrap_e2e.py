@@ -73,10 +73,12 @@ async def test_a_restart_with_a_kept_verdict_neither_reports_again_nor_forgets_i
     ) as device:
         verifier = TestVerifier(device)
         report = await verifier.report()
-        saves = verifier.store_saves()
         verifier.answer(report, "approved")
         await verifier.event("bootstrap.approved")
-        await wait_until(lambda: verifier.store_saves() > saves, 20, "the verdict was never saved")
+        approved_at = verifier.event_time("bootstrap.approved")  # the verdict is saved after its event
+        await wait_until(
+            lambda: verifier.store_saves(after=approved_at) >= 1, 20, "the verdict was never saved"
+        )
         before = len(verifier.reports())
         beats = len(verifier.heartbeats())
 
@@ -257,8 +259,10 @@ async def test_reject_with_erase_on_reject_crypto_erases_the_store_and_keeps_the
         erased = await verifier.event("store.erased")
         assert erased["details"]["namespace"] == "_admin"
         await verifier.event("bootstrap.store_erased")
-        saves = verifier.store_saves()
-        await wait_until(lambda: verifier.store_saves() > saves, 20, "the verdict was not saved again")
+        erased_at = verifier.event_time("store.erased")
+        await wait_until(
+            lambda: verifier.store_saves(after=erased_at) >= 1, 20, "the verdict was not saved again"
+        )
 
 
 async def test_without_the_store_the_reporter_works_in_memory(
@@ -275,3 +279,28 @@ async def test_without_the_store_the_reporter_works_in_memory(
         await verifier.event("bootstrap.approved")
         assert device.state(REPORTER) is ComponentState.RUNNING
         assert "bootstrap.store_unavailable" in device.log(REPORTER)
+
+
+async def test_periodic_reports_re_verify_and_an_unanswered_report_is_made_anew(
+    start_device, bootstrap_base: Path
+):
+    config = device_config(reportIntervalSeconds=2.0, retry={"refreshAfterSeconds": 2.0})
+    async with start_device(
+        bootstrap_base, update_config=config, interpolate_component_configuration=True
+    ) as device:
+        verifier = TestVerifier(device)
+        first = await verifier.report()
+        # Nobody answers: after refreshAfterSeconds the report is made anew (its time would grow too old).
+        fresh = await verifier.report(where=lambda r: r["reportId"] != first["reportId"])
+        assert (fresh["reason"], fresh["factsHash"]) == ("periodic", first["factsHash"])
+        assert fresh["time"] > first["time"]
+        verifier.answer(first, "approved")  # a verdict on the older report changes nothing now
+        verifier.answer(fresh, "approved")
+        await verifier.event("bootstrap.approved")
+        assert len(verifier.events("bootstrap.approved")) == 1
+        # Approved: re-verified every reportIntervalSeconds with a new report.
+        again = await verifier.report(
+            where=lambda r: r["reportId"] not in {first["reportId"], fresh["reportId"]}
+        )
+        assert again["reason"] == "periodic"
+        validator("bootstrap-report.schema.json").validate(again)

@@ -7,7 +7,9 @@ queues what arrives and wakes the loop. Each turn the loop:
 - collects facts when due, and makes a new report when their hash changed (`changed`), when none exists
   (`initial`), or when the last final verdict is older than the re-verification interval (`periodic`);
 - resends the current report while it has no final verdict: capped exponential backoff with full jitter,
-  or the longer `retry.pendingSeconds` after a `pending` verdict;
+  or the longer `retry.pendingSeconds` after a `pending` verdict; after `retry.refreshAfterSeconds`
+  without a final verdict, makes it anew (`periodic`), because its `time` ages and a verifier refuses old
+  reports;
 - saves the report and verdict in the store (`bootstrap` namespace) and retries later if the store is
   away: the reporter works on in memory meanwhile.
 
@@ -220,10 +222,15 @@ class BootstrapReporter(Component[BootstrapConfig]):
         self._schedule_send(ctx.config, first=True)
 
     def _periodic_in(self, config: BootstrapConfig) -> float | None:
-        """Seconds until the periodic re-report; None while no final verdict is kept."""
+        """Seconds until the next `periodic` report: re-verification after a final verdict, or a fresh
+        report when the current one has waited `retry.refreshAfterSeconds` without one (its `time` would
+        soon be too old for the verifier)."""
         current = self.current
-        if current is None or current.verdict is None or not current.verdict.final:
+        if current is None:
             return None
+        if not _final(current.verdict):
+            return current.reported_at + config.retry.refresh_after_seconds - time.time()
+        assert current.verdict is not None  # noqa: S101 - final
         interval = config.report_interval_seconds
         if current.verdict.reverify_after_seconds is not None:
             interval = min(interval, max(1.0, current.verdict.reverify_after_seconds))

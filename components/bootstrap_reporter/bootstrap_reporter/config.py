@@ -35,6 +35,13 @@ class RetryConfig:
     pending_seconds: float = setting(
         900.0, minimum=0.1, maximum=DAY, doc="Resend interval after a `pending` verdict."
     )
+    refresh_after_seconds: float = setting(
+        1800.0,
+        minimum=1.0,
+        maximum=DAY,
+        doc="A report still without a final verdict this long after it was made is made anew (new id and "
+        "time), so a verifier that refuses old reports (maxReportAgeSeconds) never judges a stale one.",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
