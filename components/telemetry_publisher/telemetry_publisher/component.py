@@ -78,7 +78,9 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         self.group_bytes: dict[str, int] = {}
         self.decision: Decision | None = None
         self.baseline_saved = True
-        self.unauthorized_reported: float | None = None
+        # Topics the nucleus refused (until a publish there succeeds), and when each was last reported.
+        self.refused_topics: set[str] = set()
+        self.refusals_reported: dict[str, float] = {}
         self.state_due = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -203,11 +205,21 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         if config.local_topic:
             try:
                 await ctx.ipc.publish(config.local_topic, local_message(ctx.thing_name, record))
+            except NotAuthorizedError:
+                await self._refused(config.local_topic, "local")
             except DeviceAgentError as error:
                 logger.warning("telemetry.local_not_sent", extra={"error": type(error).__name__})
+            else:
+                self.refused_topics.discard(config.local_topic)
         await self.spool.submit(record)
         self.state_due.set()
-        if not self.spool.stats.store_available:
+        self._update_health(ctx)
+
+    def _update_health(self, ctx: Context[TelemetryConfig]) -> None:
+        refused = sorted(t for t in {self.topic, ctx.config.local_topic} if t and t in self.refused_topics)
+        if refused:
+            ctx.set_health("DEGRADED", f"not authorized to publish on {', '.join(refused)}")
+        elif not self.spool.stats.store_available:
             ctx.set_health("DEGRADED", "store unavailable: samples kept in memory")
         else:
             ctx.set_health("RUNNING")
@@ -236,26 +248,34 @@ class TelemetryPublisher(Component[TelemetryConfig]):
     # ---- publishing ----------------------------------------------------------------------------------------
 
     async def _publish(self, payload: bytes) -> None:
+        topic = self.topic
         try:
-            await self.ipc.publish_to_iot_core(self.topic, payload, qos=Qos.AT_LEAST_ONCE)
+            await self.ipc.publish_to_iot_core(topic, payload, qos=Qos.AT_LEAST_ONCE)
         except NotAuthorizedError:
             # The recipe (or the nucleus's interpolation setting) does not grant the topic: samples are
-            # spooled, and an operator must hear of it, but not once per sample.
-            now = time.monotonic()
-            if (
-                self.unauthorized_reported is None
-                or now - self.unauthorized_reported > UNAUTHORIZED_REPORT_SECONDS
-            ):
-                self.unauthorized_reported = now
-                logger.error("telemetry.publish_unauthorized", extra={"topic": self.topic})  # noqa: TRY400 - no traceback wanted
-                await self.ctx.emit_event(
-                    "telemetry.publish_unauthorized",
-                    category=Category.SECURITY,
-                    severity=Severity.CRITICAL,
-                    message="The nucleus refused to publish telemetry: the recipe does not grant the topic.",
-                    topic=self.topic,
-                )
+            # spooled, and an operator must hear of it (an event, the heartbeat), but not once per sample.
+            await self._refused(topic, "iot")
             raise
+        self.refused_topics.discard(topic)
+
+    async def _refused(self, topic: str, destination: str) -> None:
+        """Report a publish the nucleus refused: a security event and an error, at most hourly per topic."""
+        self.refused_topics.add(topic)
+        now = time.monotonic()
+        last = self.refusals_reported.get(topic)
+        if last is not None and now - last <= UNAUTHORIZED_REPORT_SECONDS:
+            return
+        self.refusals_reported[topic] = now
+        logger.error("telemetry.publish_unauthorized", extra={"topic": topic, "destination": destination})
+        where = "IoT Core" if destination == "iot" else "local pub/sub"
+        await self.ctx.emit_event(
+            "telemetry.publish_unauthorized",
+            category=Category.SECURITY,
+            severity=Severity.CRITICAL,
+            message=f"The nucleus refused telemetry on {where}: the recipe does not grant the topic.",
+            topic=topic,
+            destination=destination,
+        )
 
     def _status(self) -> Status:
         usage = self.usage.state
