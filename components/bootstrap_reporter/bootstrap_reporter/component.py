@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import os
 import random
-import secrets
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -203,7 +202,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
     ) -> None:
         report = {
             "schema": REPORT_SCHEMA,
-            "reportId": secrets.token_hex(16),
+            "reportId": os.urandom(16).hex(),  # not `secrets`: it maps OpenSSL for the same urandom
             "thing": ctx.thing_name,
             "time": utc_now(),
             "reason": reason,

@@ -9,7 +9,7 @@ admin topics; the code sends nothing there unless `eraseOnReject` is true (docs/
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 
 from device_agent import store_protocol as protocol
 from device_agent.errors import UnavailableError
@@ -21,7 +21,7 @@ RESEND_SECONDS = 0.5
 
 async def erase_store(ipc: IpcSession, *, timeout: float) -> None:
     """Crypto-erase the whole store; raises UnavailableError when it does not confirm within `timeout`."""
-    request_id = f"erase-{secrets.token_hex(8)}"
+    request_id = f"erase-{os.urandom(8).hex()}"
     answered: asyncio.Future[protocol.Response] = asyncio.get_running_loop().create_future()
 
     def on_response(message: LocalMessage) -> None:
