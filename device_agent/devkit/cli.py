@@ -10,6 +10,7 @@
     gg-virtual iot publish TOPIC PAYLOAD | iot offline | iot online            --root DIR
     gg-virtual logs [--component NAME] [--follow] [--lines N]                   --root DIR
     gg-virtual fleet up|status|down|chaos ...      a virtual fleet (device_agent/devkit/fleet/cli.py)
+    gg-virtual recipe lint FILE... [--no-models]   the recipe lint (device_agent/devkit/recipe_lint.py)
 
 `--root` defaults to $GG_VIRTUAL_ROOT, then `.virtual-device` in the current directory.
 """
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--follow", action="store_true")
     logs.add_argument("--lines", type=int, default=50)
 
+    from device_agent.devkit import recipe_lint  # noqa: PLC0415 - its imports only when parsing
+
+    recipe_lint.add_parser(commands)
     from device_agent.devkit.fleet import cli as fleet_cli  # noqa: PLC0415 - its imports only when parsing
 
     fleet_cli.add_parser(commands)
@@ -130,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run_nucleus(args, root)
             case "logs":
                 return _logs(root, args.component, follow=args.follow, lines=args.lines)
+            case "recipe":
+                from device_agent.devkit import recipe_lint  # noqa: PLC0415
+
+                return recipe_lint.run(args)
             case "fleet":
                 from device_agent.devkit.fleet import cli as fleet_cli  # noqa: PLC0415
 

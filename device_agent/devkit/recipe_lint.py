@@ -518,11 +518,20 @@ def lint_files(paths: Sequence[Path], *, with_models: bool = True) -> list[Findi
     return lint([read_recipe(p, with_model=with_models) for p in paths])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recipe-lint", description=__doc__.splitlines()[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipes", nargs="+", type=Path, metavar="FILE")
     parser.add_argument("--no-models", action="store_true", help="skip the configuration-model check")
-    args = parser.parse_args(argv)
+
+
+def add_parser(commands: Any) -> None:
+    """`gg-virtual recipe lint FILE...` (`commands` is the CLI's subparsers)."""
+    recipe = commands.add_parser("recipe", help="check recipes")
+    actions = recipe.add_subparsers(dest="action", required=True)
+    _arguments(actions.add_parser("lint", help="the suite's recipe checks (docs/security.md)"))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print every finding (sorted) and a count; 1 when there is an error."""
     findings = lint_files(args.recipes, with_models=not args.no_models)
     sys.stdout.writelines(f"{finding}\n" for finding in sorted(findings))
     errors = sum(f.severity is Severity.ERROR for f in findings)
@@ -530,6 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(args.recipes)} recipe(s), {errors} error(s), {len(findings) - errors} warning(s)\n"
     )
     return 1 if errors else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recipe-lint", description="Lint Greengrass recipes.")
+    _arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -248,3 +248,15 @@ def test_lint_files_reads_and_lints_what_is_on_disk(tmp_path: Path):
     document["Manifests"][0]["Lifecycle"]["Run"]["RequiresPrivilege"] = True
     path.write_text(yaml.safe_dump(document))
     assert [f.rule for f in lint_files([path], with_models=False)] == ["privilege"]
+
+
+def test_gg_virtual_recipe_lint_runs_the_same_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from device_agent.devkit.cli import main  # noqa: PLC0415
+
+    document = telemetry()
+    document["Manifests"][0]["Artifacts"][0]["Permission"]["Read"] = "ALL"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert main(["recipe", "lint", *map(str, RECIPE_FILES)]) == 0
+    assert main(["recipe", "lint", "--no-models", str(path)]) == 1
+    assert "[artifact] Manifests[0].Artifacts[0].Permission.Read" in capsys.readouterr().out
