@@ -26,10 +26,14 @@ import stat
 from pathlib import Path
 
 from device_agent.facts.fact import Fact
+from device_agent.facts.report import shape
 
 logger = logging.getLogger(__name__)
 
 MAX_COLLECTORS = 16
+# The report nests a collector's value 5 levels deep (report, facts, extra, value, name, value) and the
+# verifier refuses reports deeper than 12.
+MAX_OUTPUT_DEPTH = 4
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
@@ -147,8 +151,10 @@ async def _run_one(path: Path, timeout: float, max_output_bytes: int, euid: int)
         return Fact.error(f"exited with status {code}")
     try:
         value = json.loads(output.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return Fact.error("its output is not one JSON value")
+    if shape(value)[0] > MAX_OUTPUT_DEPTH:
+        return Fact.error(f"its output nests deeper than {MAX_OUTPUT_DEPTH} levels")
     return Fact.ok(value, source="collector")
 
 

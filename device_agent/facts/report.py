@@ -17,6 +17,18 @@ from device_agent.facts.fact import Fact
 UNHASHED = frozenset({"uptimeSeconds"})  # excluded from factsHash by the schema: it always changes
 
 
+def shape(value: Any, depth: int = 1) -> tuple[int, int]:
+    """(nesting depth, elements) of a JSON value: containers, scalars and object keys all count, so the
+    figures are never below what a verifier counting tokens would find."""
+    if isinstance(value, dict):
+        inner = [shape(v, depth + 1) for v in value.values()]
+        return max([depth, *(d for d, _ in inner)]), 1 + len(value) + sum(n for _, n in inner)
+    if isinstance(value, list):
+        inner = [shape(v, depth + 1) for v in value]
+        return max([depth, *(d for d, _ in inner)]), 1 + sum(n for _, n in inner)
+    return depth - 1, 1
+
+
 def canonical_json(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False

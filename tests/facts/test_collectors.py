@@ -48,7 +48,9 @@ async def test_failures_are_error_facts(directory: Path):
     script(directory, "big", "head -c 1000 /dev/zero | tr '\\0' 'x'")
     script(directory, "exits", "echo 1; exit 3")
     script(directory, "silent", "true")
+    script(directory, "deep", "echo '[[[[[1]]]]]'")
     facts = await run(directory)
+    assert facts["deep"] == {"status": "error", "reason": "its output nests deeper than 4 levels"}
     assert facts["notjson"] == {"status": "error", "reason": "its output is not one JSON value"}
     assert facts["big"] == {"status": "error", "reason": "printed more than 256 bytes"}
     assert facts["exits"] == {"status": "error", "reason": "exited with status 3"}

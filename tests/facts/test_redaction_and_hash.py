@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from device_agent.facts.fact import Fact
 from device_agent.facts.redaction import Redactor
-from device_agent.facts.report import canonical_json, facts_document, facts_hash
+from device_agent.facts.report import canonical_json, facts_document, facts_hash, shape
 
 SALT = b"fleet-salt-0123456789"
 FACTS = {
@@ -68,3 +68,8 @@ def test_canonical_json_round_trips_and_the_hash_has_the_schema_format(facts: di
     digest = facts_hash(facts)
     assert digest.startswith("sha256:")
     assert len(digest) == len("sha256:") + 64
+
+
+def test_shape_counts_depth_and_every_element():
+    assert shape(7) == (0, 1)
+    assert shape({"a": {"b": [1, 2]}}) == (3, 7)  # 3 containers deep; 3 containers, 2 keys, 2 scalars

@@ -39,7 +39,7 @@ from device_agent.component import Component, Context
 from device_agent.errors import DeviceAgentError, InvalidInputError, NotAuthorizedError
 from device_agent.facts import Fact, Tree, gather
 from device_agent.facts.collectors import run_collectors
-from device_agent.facts.report import canonical_json, facts_document, facts_hash
+from device_agent.facts.report import canonical_json, facts_document, facts_hash, shape
 from device_agent.ipc import Qos, Subscription
 from device_agent.ipc_types import IotCoreMessage
 from device_agent.messages import Category, Severity, utc_now
@@ -55,8 +55,11 @@ STORE_TIMEOUT: Final = 5.0
 ERASE_TIMEOUT: Final = 15.0
 STORE_BACKOFF: Final = Backoff(initial=1.0, maximum=60.0)
 FINAL_SAVE_SECONDS: Final = 1.5
-# IoT Core takes 128 KiB per message; beyond this the drop-in collectors' output is left out.
-MAX_REPORT_BYTES: Final = 120 * 1024
+# What the verifier accepts (docs/verifier.md): 64 KiB, nesting 12, 4,096 elements. Beyond a little less,
+# the drop-in collectors' output is left out (with a reason) rather than the whole report refused.
+MAX_REPORT_BYTES: Final = 60 * 1024
+MAX_REPORT_DEPTH: Final = 12
+MAX_REPORT_ELEMENTS: Final = 4000
 
 
 @dataclasses.dataclass
@@ -184,7 +187,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
         if redactor is not None:
             facts = redactor.apply(facts)
         document = facts_document(facts)
-        if len(canonical_json(document)) > MAX_REPORT_BYTES and "extra" in document:
+        if "extra" in document and _too_big(document):
             document["extra"] = Fact.error("the collectors' output makes the report too large").to_document()
         digest = facts_hash(document)
         current = self.current
@@ -456,6 +459,17 @@ class BootstrapReporter(Component[BootstrapConfig]):
         await self.store.put(STATE_KEY, current.to_bytes())
         if self.current is current:
             self.store_dirty = False
+
+
+def _too_big(facts: dict[str, Any]) -> bool:
+    """Whether the report around these facts could exceed the verifier's limits (the envelope adds about
+    400 bytes and two levels: report, facts)."""
+    depth, elements = shape(facts)
+    return (
+        len(canonical_json(facts)) > MAX_REPORT_BYTES
+        or depth + 1 > MAX_REPORT_DEPTH
+        or elements + 20 > MAX_REPORT_ELEMENTS
+    )
 
 
 def _final(verdict: Verdict | None) -> bool:
