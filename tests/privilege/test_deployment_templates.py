@@ -134,3 +134,10 @@ async def test_the_local_nucleus_accepts_the_template_and_runs_every_component(
         for component, update in loaded.update_config().items():
             configuration = device.nucleus.config_store.get(component, [])
             assert configuration["certificatePath"] == update["MERGE"]["certificatePath"] == str(certificate)
+
+
+def test_a_component_in_both_groups_has_the_same_version_and_merge_in_both():
+    # A device promoted (or demoted) between the groups keeps what both deploy, unchanged: no restart.
+    quarantine, production = template("quarantine"), template("production")
+    for component in quarantine.components:
+        assert production.component(component.name) == component, component.name
