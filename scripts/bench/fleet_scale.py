@@ -7,8 +7,8 @@ deployment, the whole suite), waits until each one's telemetry reaches the broke
 measures over a window, from /proc through psutil:
 
 - CPU: the CPU seconds every process of the fleet used in the window (nuclei, components, broker,
-  supervisor), as a share of the machine (all cores) and per device (its nucleus and components, % of one
-  core), beside how busy the whole machine was (other work included: the machines are shared);
+  supervisor, verifier), as a share of the machine (all cores) and per device (its nucleus and components,
+  % of one core), beside how busy the whole machine was (other work included: the machines are shared);
 - memory: proportional set size (PSS: shared pages split between their users) per device, and in total.
 
 It stops at the first step over the limit (or at the last step) and prints one result line per step and a
@@ -52,15 +52,16 @@ class Step:
     machine_busy_pct: float
     device_cpu_pct: float  # of one core, mean per device
     device_pss_mib: float  # mean per device
-    overhead_cpu_pct: float  # broker and supervisor, of one core
+    overhead_cpu_pct: float  # broker, supervisor and verifier, of one core
     total_pss_mib: float
+    up_seconds: float  # `fleet up` until every nucleus ran its first deployment
 
     def line(self) -> str:
         return (
             f"fleet_scale devices={self.devices} fleet_cpu={self.fleet_cpu_pct:.1f}% of {psutil.cpu_count()} "
             f"cores (machine busy {self.machine_busy_pct:.1f}%) per_device_cpu={self.device_cpu_pct:.2f}% "
-            f"of a core per_device_pss={self.device_pss_mib:.1f}MiB broker+supervisor_cpu="
-            f"{self.overhead_cpu_pct:.2f}% total_pss={self.total_pss_mib:.0f}MiB"
+            f"of a core per_device_pss={self.device_pss_mib:.1f}MiB broker+supervisor+verifier_cpu="
+            f"{self.overhead_cpu_pct:.2f}% total_pss={self.total_pss_mib:.0f}MiB up={self.up_seconds:.0f}s"
         )
 
 
@@ -143,7 +144,9 @@ def run_step(devices: int, settle: float, window: float, keep: bool) -> Step:
     base = Path(tempfile.mkdtemp(prefix="fs-"))
     layout = FleetLayout.at(base / "fleet")
     try:
+        started = time.monotonic()
         gg_virtual("fleet", "up", "--root", str(layout.root), "--devices", str(devices), "--timeout", "1800")
+        up_seconds = time.monotonic() - started
         asyncio.run(approve_all(layout))
         wait_all_reporting(layout, timeout=600 + 10 * devices)
         time.sleep(settle)
@@ -163,6 +166,7 @@ def run_step(devices: int, settle: float, window: float, keep: bool) -> Step:
         device_pss_mib=statistics.fmean(per_device_pss),
         overhead_cpu_pct=cpu.get(None, 0.0) / window * 100,
         total_pss_mib=sum(pss.values()),
+        up_seconds=up_seconds,
     )
 
 

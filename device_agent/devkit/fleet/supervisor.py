@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device_agent import retry
 from device_agent.devkit.fleet import components as parts
 from device_agent.devkit.fleet.broker import fleet_broker
 from device_agent.devkit.fleet.components import (
@@ -44,6 +45,7 @@ from device_agent.devkit.fleet.state import DeviceRecord, FleetState
 from device_agent.devkit.fleet.verifier import prepare, start_verifier, verifier_installed
 from device_agent.devkit.mosquitto import MosquittoBroker
 from device_agent.files import ensure_private_dir
+from device_agent.retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ STATE_INTERVAL_S = 1.0
 DEVICE_START_TIMEOUT_S = 120.0
 CONCURRENT_STARTS = 4  # nucleus start-ups at once: each imports, builds a venv or not, and deploys
 OBSERVER_SESSION_S = 24 * 3600
+RESTART_BACKOFF = Backoff(initial=1.0, maximum=60.0)
 
 
 class Supervisor:
@@ -67,6 +70,7 @@ class Supervisor:
         self._sets: ComponentSets | None = None
         self._verifier: subprocess.Popen[bytes] | None = None
         self._mqtt: FleetMqttClient | None = None
+        self._restarting: set[str] = set()
 
     # -- the whole run ------------------------------------------------------------------------------------
 
@@ -82,7 +86,7 @@ class Supervisor:
             self._save()
             logger.info("fleet.running devices=%d", len(self.devices))
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._watch_devices())
+                tasks.create_task(self._watch_devices(tasks))
                 tasks.create_task(self._apply_group_changes())
                 await self._stop.wait()
                 raise _Stopping
@@ -186,25 +190,36 @@ class Supervisor:
 
     # -- background work ----------------------------------------------------------------------------------
 
-    async def _watch_devices(self) -> None:
-        """Restart a nucleus that died on its own; write the state file every second."""
+    async def _watch_devices(self, tasks: asyncio.TaskGroup) -> None:
+        """Restart a nucleus that died on its own (each in a task of its own); save the state every second."""
         while True:
             for thing, device in self.devices.items():
-                if device.exited():
-                    await self._restart_crashed(thing, device)
+                if thing not in self._restarting and device.exited():
+                    self._restarting.add(thing)
+                    tasks.create_task(self._restart_crashed(thing, device))
             self._save()
             await asyncio.sleep(STATE_INTERVAL_S)
 
     async def _restart_crashed(self, thing: str, device: DeviceProcess) -> None:
+        """End what the dead nucleus left, start it again; retry with capped, jittered backoff."""
         record = self.state.devices[thing]
         logger.warning("fleet.device_died thing=%s; restarting it", thing)
         record.restarts += 1
+        delays = RESTART_BACKOFF.delays()
         try:
-            await device.end_orphans()
-            await self._start_device(thing)
-        except FleetError as exc:
-            record.last_error = str(exc)
-            logger.warning("fleet.device_restart_failed thing=%s error=%s", thing, exc)
+            while True:
+                try:
+                    await device.end_orphans()
+                    await self._start_device(thing)
+                except FleetError as exc:
+                    record.last_error = str(exc)
+                    logger.warning("fleet.device_restart_failed thing=%s error=%s", thing, exc)
+                    await device.stop()  # a half-started nucleus, if any
+                    await retry.sleep(next(delays))
+                else:
+                    return
+        finally:
+            self._restarting.discard(thing)
 
     def _on_verdict(self, thing: str, verdict: dict[str, Any]) -> None:
         record = self.state.devices.get(thing)
