@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -52,10 +53,13 @@ def start_device(
             "grace_period": 2.0,
         }
         kwargs.update(options)
+        root = short_root()
         if base is not None:
             kwargs.setdefault("recipe_dir", base / "recipes")
             kwargs.setdefault("artifact_dir", base / "artifacts")
-        async with virtual_device(short_root(), **kwargs) as device:
+            if (base / "work").is_dir():  # work folders install_built prepared, as Install leaves them
+                shutil.copytree(base / "work", root / "work", symlinks=True)
+        async with virtual_device(root, **kwargs) as device:
             yield device
 
     return start
@@ -80,22 +84,77 @@ async def probe_events(device: VirtualDevice, name: str, timeout: float = 15.0) 
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+# The environment every built component of a session shares (install_built links it into work folders).
+SESSION_ENVIRONMENT = ".session-environment"
+
+
+def dev_wheelhouse() -> Path:
+    """This machine's wheels of the lock, which scripts/_venv.sh downloads before any test runs."""
+    named = os.environ.get("DEVICE_AGENT_WHEELHOUSE")
+    wheelhouse = Path(named) if named else PROJECT / ".venv" / "wheelhouse" / "host"
+    if not wheelhouse.is_dir():
+        pytest.fail(f"{wheelhouse} is missing: `bash scripts/_venv.sh` (scripts/test runs it) downloads it")
+    return wheelhouse
+
+
+def offline_artifact_parts(destination: Path) -> Path:
+    """`destination` holding what an offline artifact carries for Install: the lock and its wheels."""
+    from device_agent.devkit.build import locked_wheels, read_lock  # noqa: PLC0415
+
+    lock, pins = read_lock(PROJECT)
+    (destination / "requirements").mkdir(parents=True)
+    shutil.copy(lock, destination / "requirements" / lock.name)
+    (destination / "wheels").mkdir()
+    for arcname, wheel in locked_wheels(dev_wheelhouse(), pins):
+        shutil.copy(wheel, destination / arcname)
+    return destination
+
+
 @pytest.fixture(scope="session")
-def built_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def session_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One virtual environment for the session's components, made by the real Install from the lock's wheels.
+
+    Installing it for every component start would cost seconds each, dozens of times. Instead each work folder
+    gets this environment, marker included, as a device has it after Install ran once for this lock: the
+    components' Install step still runs, finds the marker and returns (tests/packaging runs it for real).
+    """
+    from device_agent.install import ENV_DIR, Paths, install  # noqa: PLC0415
+
+    artifact = offline_artifact_parts(tmp_path_factory.mktemp("install-artifact"))
+    work = tmp_path_factory.mktemp("session-work")
+    install(Paths(artifact=artifact, work=work))
+    return work / ENV_DIR
+
+
+@pytest.fixture(scope="session")
+def built_suite(tmp_path_factory: pytest.TempPathFactory, session_environment: Path) -> Path:
     """`greengrass-build/` for the whole suite, built once per test session from this tree, as it ships."""
     from device_agent.devkit.build import build_components  # noqa: PLC0415 - only end-to-end suites need it
 
     out = tmp_path_factory.mktemp("greengrass-build")
-    build_components(PROJECT, out)
+    # Offline, as a device without an index gets it: a deployment that bypasses install_built (no work
+    # folder prepared) still installs, for real and from these wheels, with no network.
+    build_components(PROJECT, out, wheels=dev_wheelhouse())
+    (out / SESSION_ENVIRONMENT).symlink_to(session_environment)
     return out
 
 
 def install_built(built: Path, base: Path, names: tuple[str, ...]) -> Path:
-    """Copy built components (recipe and artifacts) into `base/recipes` and `base/artifacts`; returns base."""
+    """Copy built components (recipe and artifacts) into `base/recipes` and `base/artifacts`; returns base.
+
+    Each also gets `base/work/<name>/venv`, the session's environment (start_device copies `base/work` into
+    the device), so its Install step finds the environment in place and returns at once.
+    """
+    from device_agent.install import ENV_DIR  # noqa: PLC0415
+
     (base / "recipes").mkdir(parents=True, exist_ok=True)
+    environment = (built / SESSION_ENVIRONMENT).resolve()
     for name in names:
         shutil.copy(built / "recipes" / f"{name}.yaml", base / "recipes" / f"{name}.yaml")
         shutil.copytree(built / "artifacts" / name, base / "artifacts" / name)
+        work = base / "work" / name
+        work.mkdir(mode=0o700, parents=True)
+        (work / ENV_DIR).symlink_to(environment)
     return base
 
 

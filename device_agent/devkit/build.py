@@ -7,7 +7,8 @@ From the project root it builds every component into `greengrass-build/`; from a
 into `./greengrass-build/`. The layout is the one GDK and `greengrass-cli --recipeDir --artifactDir` use:
 
     <out>/recipes/<ComponentName>.yaml                              the recipe, byte for byte
-    <out>/artifacts/<ComponentName>/<version>/<ComponentName>.zip   the component's package and device_agent
+    <out>/artifacts/<ComponentName>/<version>/<ComponentName>.zip   the component's package, device_agent,
+                                                                    the lock and (offline builds) wheels
 
 `gdk component publish` then reads the recipe back as `greengrass-build/recipes/<ComponentName>.yaml`: GDK
 resolves the folder's `recipe.yaml` link and uses the target's file name (GDK 1.6.2, `GDKProject`).
@@ -15,6 +16,12 @@ resolves the folder's `recipe.yaml` link and uses the target's file name (GDK 1.
 A component is a folder `components/<dir>/` holding a `gdk-config.json`, a `recipe.yaml` that is the relative
 symbolic link `../../recipes/<ComponentName>.yaml` (a recipe has one source) and one Python package. A folder
 whose recipe is not written yet is skipped by a full build; every recipe in `recipes/` needs its folder.
+
+Every zip carries `requirements/device.lock`, which the recipe's Install step (`device_agent.install`)
+installs into the component's virtual environment. An offline build (`--wheelhouse DIR`, or the environment
+variable DEVICE_AGENT_WHEELHOUSE when the caller does not say) also ships, under `wheels/`, every wheel of
+DIR whose sha256 the lock lists, so Install needs no package index; a wheel of a pinned release whose hash
+the lock does not list is an error (it is not the file that was locked).
 
 The zip is deterministic: entries sorted, no directory entries, fixed times (1980-01-01), fixed modes (0600)
 and compression level, so the same sources give the same bytes whatever the files' times, modes or order on
@@ -43,6 +50,15 @@ from device_agent.devkit.recipe_model import Unarchive
 from device_agent.devkit.recipes import RECIPE_SUFFIXES, artifact_file_name, load_recipe, parse_version
 from device_agent.errors import DeviceAgentError
 from device_agent.files import atomic_write, ensure_private_dir
+from device_agent.install import (
+    LOCK_PATH,
+    WHEELS_DIR,
+    InstallError,
+    Pin,
+    canonical_name,
+    file_sha256,
+    parse_lock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +67,9 @@ GDK_CONFIG: Final = "gdk-config.json"
 # The names GDK looks for in a project folder (exactly one must exist).
 RECIPE_LINKS: Final = ("recipe.yaml", "recipe.json")
 BUILD_DIR: Final = "greengrass-build"
+# The wheels an offline build ships when the caller names none (scripts/_venv.sh points it at the dev
+# wheelhouse for the virtual device; scripts/build clears it unless asked for --wheels).
+WHEELHOUSE_ENV: Final = "DEVICE_AGENT_WHEELHOUSE"
 
 # Zip entries: the earliest time a zip can hold, a regular file readable and writable by its owner only.
 ZIP_TIME: Final = (1980, 1, 1, 0, 0, 0)
@@ -107,6 +126,14 @@ class BuiltComponent:
     artifact: Path
     artifact_size: int
     file_count: int
+    wheel_count: int = 0
+
+
+class _FromEnvironment:
+    """The default of `wheels`: the folder named by DEVICE_AGENT_WHEELHOUSE, or none when it is unset."""
+
+
+FROM_ENVIRONMENT: Final = _FromEnvironment()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -282,16 +309,72 @@ def _skipped_dir(path: Path, *, skip: frozenset[str]) -> bool:
 
 
 def zip_bytes(files: Sequence[tuple[str, Path]]) -> bytes:
-    """A deterministic zip of `files` (zip name, source): same names and contents, same bytes."""
+    """A deterministic zip of `files` (zip name, source): same names and contents, same bytes.
+
+    Wheels are stored as they are: they are zips already, and deflating them again only costs time.
+    """
     buffer = io.BytesIO()  # seekable, so no data descriptors: sizes and CRCs sit in the local headers
     with zipfile.ZipFile(buffer, "w") as archive:
         for arcname, source in sorted(files):
             info = zipfile.ZipInfo(arcname, date_time=ZIP_TIME)
             info.create_system = ZIP_UNIX
             info.external_attr = ZIP_FILE_ATTR
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, source.read_bytes(), compresslevel=ZIP_LEVEL)
+            stored = arcname.endswith(".whl")
+            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+            archive.writestr(info, source.read_bytes(), compresslevel=None if stored else ZIP_LEVEL)
     return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The lock and the wheels
+
+
+def read_lock(project: Path) -> tuple[Path, tuple[Pin, ...]]:
+    """The project's lock and its pins; BuildError when it is missing or not a hash-pinned lock."""
+    path = project / LOCK_PATH
+    try:
+        pins = parse_lock(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise BuildError(f"{path}: cannot read the lock ({e.strerror}); write it with scripts/lock") from e
+    except InstallError as e:
+        raise BuildError(f"{path}: {e}") from e
+    unhashed = [p.name for p in pins if not p.hashes]
+    if not pins or unhashed:
+        raise BuildError(f"{path}: every pin needs --hash lines (none for: {', '.join(unhashed) or 'all'})")
+    return path, pins
+
+
+def locked_wheels(wheelhouse: Path, pins: Sequence[Pin]) -> list[tuple[str, Path]]:
+    """(zip name, file) for the wheels of `wheelhouse` that the lock pins, each checked against its hashes.
+
+    Wheels of other releases are left out (a shared wheelhouse holds many). Every pin needs a wheel: an
+    offline artifact that lacks one would fail on the device, so the build fails instead.
+    """
+    if not wheelhouse.is_dir():
+        raise BuildError(f"{wheelhouse}: no such wheel folder (scripts/build --wheels fills one)")
+    by_name = {p.name: p for p in pins}
+    chosen: list[tuple[str, Path]] = []
+    covered: set[str] = set()
+    for path in sorted(wheelhouse.glob("*.whl")):
+        name, _, rest = path.name.partition("-")
+        pin = by_name.get(canonical_name(name))
+        if pin is None or not rest.startswith(f"{pin.version}-"):
+            continue
+        if file_sha256(path) not in pin.hashes:
+            raise BuildError(f"{path}: {pin.name}=={pin.version}, but its sha256 is not in the lock")
+        chosen.append((f"{WHEELS_DIR}/{path.name}", path))
+        covered.add(pin.name)
+    missing = sorted(set(by_name) - covered)
+    if missing:
+        raise BuildError(f"{wheelhouse}: no locked wheel for {', '.join(missing)}")
+    return chosen
+
+
+def _wheelhouse(wheels: Path | _FromEnvironment | None) -> Path | None:
+    if isinstance(wheels, _FromEnvironment):
+        named = os.environ.get(WHEELHOUSE_ENV)
+        return Path(named) if named else None
+    return wheels
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -299,13 +382,19 @@ def zip_bytes(files: Sequence[tuple[str, Path]]) -> bytes:
 
 
 def build_components(
-    project: Path, out: Path, names: Sequence[str] | None = None, *, library: Path | None = None
+    project: Path,
+    out: Path,
+    names: Sequence[str] | None = None,
+    *,
+    library: Path | None = None,
+    wheels: Path | _FromEnvironment | None = FROM_ENVIRONMENT,
 ) -> list[BuiltComponent]:
     """Build `names` (every component whose recipe exists, when None) into `out`, GDK's layout.
 
     `library` is the shared library shipped in every zip (default: `<project>/device_agent`, without its
-    `devkit`). A full build also removes what an earlier build left in `out` for components that are no
-    longer built (a stale recipe there would otherwise be deployed from it).
+    `devkit`). `wheels` is the folder an offline build takes its wheels from (None: an online build; by
+    default the folder DEVICE_AGENT_WHEELHOUSE names, if set). A full build also removes what an earlier build
+    left in `out` for components that are no longer built (a stale recipe there would otherwise be deployed).
     """
     project, out = Path(project), Path(out)
     library = project / LIBRARY if library is None else Path(library)
@@ -313,8 +402,15 @@ def build_components(
         raise BuildError(f"{library}: not the {LIBRARY} package (no __init__.py)")
     found = discover(project)
     selected = list(found.components) if names is None else _select(found, names)
-    library_files = shipped_files(library, LIBRARY, skip=frozenset({"devkit"}))
-    built = [_build_one(source, out, library_files) for source in selected]
+    lock, pins = read_lock(project)
+    wheelhouse = _wheelhouse(wheels)
+    wheel_files = [] if wheelhouse is None else locked_wheels(wheelhouse, pins)
+    shared = [
+        *shipped_files(library, LIBRARY, skip=frozenset({"devkit"})),
+        (LOCK_PATH.as_posix(), lock),
+        *wheel_files,
+    ]
+    built = [_build_one(source, out, shared, len(wheel_files)) for source in selected]
     if names is None:
         _remove_stale(out, built)
     return built
@@ -335,10 +431,10 @@ def _select(found: Discovery, names: Sequence[str]) -> list[ComponentSource]:
 
 
 def _build_one(
-    source: ComponentSource, out: Path, library_files: Sequence[tuple[str, Path]]
+    source: ComponentSource, out: Path, shared_files: Sequence[tuple[str, Path]], wheel_count: int
 ) -> BuiltComponent:
     package_files = shipped_files(source.package, source.package.name)
-    files = sorted([*package_files, *library_files])
+    files = sorted([*package_files, *shared_files])
     data = zip_bytes(files)
     recipes_dir = _private_dirs(out, "recipes")
     artifact_dir = _private_dirs(out, "artifacts", source.name, source.version)
@@ -350,7 +446,7 @@ def _build_one(
         "build.component_built",
         extra={"component": source.name, "version": source.version, "bytes": len(data), "files": len(files)},
     )
-    return BuiltComponent(source.name, source.version, recipe, artifact, len(data), len(files))
+    return BuiltComponent(source.name, source.version, recipe, artifact, len(data), len(files), wheel_count)
 
 
 def _private_dirs(out: Path, *parts: str) -> Path:
@@ -401,7 +497,9 @@ class _Invocation:
 
 def _invocation(args: argparse.Namespace, cwd: Path) -> _Invocation:
     names = tuple(args.components) or None
-    if args.project is None and (cwd / GDK_CONFIG).is_file():
+    # The project root's gdk-config.json (GDK needs one where it runs) builds the whole suite.
+    at_root = (cwd / "components").is_dir() and (cwd / "recipes").is_dir()
+    if args.project is None and (cwd / GDK_CONFIG).is_file() and not at_root:
         name, _ = _read_gdk_config(cwd / GDK_CONFIG)
         if cwd.parent.name != "components":
             raise BuildError(f"{cwd}: a component folder must sit in the project's components/ folder")
@@ -432,18 +530,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("components", nargs="*", metavar="COMPONENT", help="component names (default: all)")
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: ./{BUILD_DIR})")
+    parser.add_argument(
+        "--wheelhouse",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"offline build: ship the locked wheels found in DIR (default: ${WHEELHOUSE_ENV}, if set)",
+    )
     parser.add_argument("--project", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cwd = Path.cwd()
     try:
         run = _invocation(args, cwd)
         found = discover(run.project)
-        built = build_components(run.project, run.out, run.names)
+        wheels = FROM_ENVIRONMENT if args.wheelhouse is None else args.wheelhouse
+        built = build_components(run.project, run.out, run.names, wheels=wheels)
     except (DevkitError, DeviceAgentError) as e:
         sys.stderr.write(f"build failed: {e}\n")
         return 1
     for b in built:
         size = f"{b.artifact_size} bytes, {b.file_count} files"
+        if b.wheel_count:
+            size += f", {b.wheel_count} of them wheels"
         _say(f"built {b.name} {b.version}: {_shown(b.artifact, cwd)} ({size})")
     if run.names is None:
         for u in found.unwritten:

@@ -7,8 +7,10 @@ can be stated exactly; the tests that run the component ship the real library in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import zipfile
@@ -105,6 +107,8 @@ SHIPPED_LIBRARY = [
     "device_agent/store/__init__.py",
     "device_agent/store/engine.py",
 ]
+# The lock every artifact carries for its Install step (the project's real one).
+SHIPPED_LOCK = ["requirements/device.lock"]
 # Never shipped: the devkit, caches, tests, hidden files, virtual environments, anything but sources.
 JUNK_LIBRARY = [
     "devkit/__init__.py",
@@ -182,8 +186,15 @@ def project(tmp_path: Path) -> Path:
         write(library.parent / name, f"# {name}\n")
     for junk in JUNK_LIBRARY:
         write(library / junk, "junk\n")
+    write(root / "requirements" / "device.lock", (PROJECT / "requirements" / "device.lock").read_text())
     add_component(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_default_wheelhouse(monkeypatch):
+    """scripts/test exports the dev wheelhouse; these builds are online unless a test says otherwise."""
+    monkeypatch.delenv("DEVICE_AGENT_WHEELHOUSE", raising=False)
 
 
 @pytest.fixture
@@ -208,7 +219,7 @@ def test_the_zip_holds_the_package_and_the_library_and_nothing_else(project, tmp
     out = tmp_path / "out"
     [built] = build_components(project, out)
     names = zip_names(built.artifact)
-    assert names == sorted(SHIPPED_PACKAGE + SHIPPED_LIBRARY)
+    assert names == sorted(SHIPPED_PACKAGE + SHIPPED_LIBRARY + SHIPPED_LOCK)
     assert built.artifact == out / "artifacts" / NAME / VERSION / f"{NAME}.zip"
     assert (built.name, built.version, built.file_count) == (NAME, VERSION, len(names))
     assert built.artifact_size == built.artifact.stat().st_size
@@ -309,7 +320,7 @@ def test_a_second_component_gets_its_own_zip(project, tmp_path):
     built = build_components(project, tmp_path / "out")
     assert [b.name for b in built] == [NAME, "com.example.Second"]
     assert built[1].artifact.name == "com.example.Second.zip"
-    assert zip_names(built[1].artifact) == sorted(SHIPPED_PACKAGE + SHIPPED_LIBRARY)
+    assert zip_names(built[1].artifact) == sorted(SHIPPED_PACKAGE + SHIPPED_LIBRARY + SHIPPED_LOCK)
     only = build_components(project, tmp_path / "named", names=["com.example.Second"])
     assert [b.name for b in only] == ["com.example.Second"]
     assert not (tmp_path / "named" / "recipes" / f"{NAME}.yaml").exists()
@@ -522,7 +533,7 @@ def test_cli_in_a_component_folder_builds_it_into_its_greengrass_build(folder, m
     out = folder / "greengrass-build"
     artifact = out / "artifacts" / NAME / VERSION / f"{NAME}.zip"
     line = capsys.readouterr().out.strip()
-    count = len(SHIPPED_PACKAGE + SHIPPED_LIBRARY)
+    count = len(SHIPPED_PACKAGE + SHIPPED_LIBRARY + SHIPPED_LOCK)
     assert line == (
         f"built {NAME} {VERSION}: greengrass-build/artifacts/{NAME}/{VERSION}/{NAME}.zip "
         f"({artifact.stat().st_size} bytes, {count} files)"
@@ -573,7 +584,7 @@ def test_scripts_build_works_as_gdks_custom_build_command(folder):
     assert proc.stdout.startswith(f"built {NAME} {VERSION}: greengrass-build/artifacts/")
     assert (folder / "greengrass-build" / "recipes" / f"{NAME}.yaml").is_file()
     assert zip_names(folder / "greengrass-build" / "artifacts" / NAME / VERSION / f"{NAME}.zip") == sorted(
-        SHIPPED_PACKAGE + SHIPPED_LIBRARY
+        SHIPPED_PACKAGE + SHIPPED_LIBRARY + SHIPPED_LOCK
     )
 
 
@@ -619,8 +630,12 @@ def test_the_real_project_builds_every_recipe_and_every_component_folder(tmp_pat
         assert f"{source.package.name}/__main__.py" in names
         assert "device_agent/__init__.py" in names
         assert "device_agent/py.typed" in names
+        assert "requirements/device.lock" in names
         assert not [
-            n for n in names if n.startswith("device_agent/devkit/") or not n.endswith((".py", "py.typed"))
+            n
+            for n in names
+            if n.startswith("device_agent/devkit/")
+            or (not n.endswith((".py", "py.typed")) and n != "requirements/device.lock")
         ]
         assert component.recipe.read_bytes() == source.recipe.read_bytes()
 
@@ -633,3 +648,139 @@ def test_the_real_gdk_configs_point_at_scripts_build():
         script = config_path.parent / command[1]
         assert script.resolve() == PROJECT / "scripts" / "build"
         assert os.access(script, os.X_OK)
+
+
+# ---- the lock and offline builds (bundled wheels) ----------------------------------------------------------
+
+
+def fake_wheel(folder: Path, filename: str, content: bytes) -> tuple[Path, str]:
+    path = folder / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path, hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture
+def wheelhouse(project: Path, tmp_path: Path) -> Path:
+    """Stand-in wheels and a lock that pins them (two files for alpha, as for two platforms)."""
+    folder = tmp_path / "wheelhouse"
+    _, alpha_x86 = fake_wheel(folder, "alpha-1.0-cp311-abi3-manylinux2014_x86_64.whl", b"alpha x86")
+    _, alpha_arm = fake_wheel(folder, "alpha-1.0-cp311-abi3-manylinux2014_aarch64.whl", b"alpha arm")
+    _, pip = fake_wheel(folder, "pip-26.3-py3-none-any.whl", b"pip")
+    fake_wheel(folder, "alpha-0.9-py3-none-any.whl", b"an older release, not locked")
+    fake_wheel(folder, "unrelated-2.0-py3-none-any.whl", b"not in the lock")
+    write(
+        project / "requirements" / "device.lock",
+        f"# a lock\nalpha==1.0 \\\n    --hash=sha256:{alpha_x86} \\\n    --hash=sha256:{alpha_arm}\n"
+        f"pip==26.3 \\\n    --hash=sha256:{pip}\n",
+    )
+    return folder
+
+
+LOCKED_WHEELS = [
+    "wheels/alpha-1.0-cp311-abi3-manylinux2014_aarch64.whl",
+    "wheels/alpha-1.0-cp311-abi3-manylinux2014_x86_64.whl",
+    "wheels/pip-26.3-py3-none-any.whl",
+]
+
+
+def test_an_offline_build_ships_exactly_the_locked_wheels_stored_as_they_are(project, wheelhouse, tmp_path):
+    [built] = build_components(project, tmp_path / "out", wheels=wheelhouse)
+    names = zip_names(built.artifact)
+    assert names == sorted(SHIPPED_PACKAGE + SHIPPED_LIBRARY + SHIPPED_LOCK + LOCKED_WHEELS)
+    assert built.wheel_count == len(LOCKED_WHEELS)
+    with zipfile.ZipFile(built.artifact) as archive:
+        assert archive.read("wheels/pip-26.3-py3-none-any.whl") == b"pip"
+        assert archive.getinfo("wheels/pip-26.3-py3-none-any.whl").compress_type == zipfile.ZIP_STORED
+        assert archive.getinfo("requirements/device.lock").compress_type == zipfile.ZIP_DEFLATED
+        assert (
+            archive.read("requirements/device.lock")
+            == (project / "requirements" / "device.lock").read_bytes()
+        )
+    again = build_components(project, tmp_path / "again", wheels=wheelhouse)[0].artifact
+    assert again.read_bytes() == built.artifact.read_bytes()
+
+
+def test_a_wheel_that_is_not_the_locked_file_fails_the_build(project, wheelhouse, tmp_path):
+    (wheelhouse / "alpha-1.0-cp311-abi3-manylinux2014_x86_64.whl").write_bytes(b"tampered")
+    with pytest.raises(BuildError, match=r"alpha-1.0-cp311-abi3-manylinux2014_x86_64.whl.*not in the lock"):
+        build_components(project, tmp_path / "out", wheels=wheelhouse)
+
+
+def test_an_offline_build_needs_a_wheel_for_every_pin(project, wheelhouse, tmp_path):
+    (wheelhouse / "pip-26.3-py3-none-any.whl").unlink()
+    with pytest.raises(BuildError, match="no locked wheel for pip"):
+        build_components(project, tmp_path / "out", wheels=wheelhouse)
+    with pytest.raises(BuildError, match="no such wheel folder"):
+        build_components(project, tmp_path / "out", wheels=tmp_path / "missing")
+
+
+def test_the_wheelhouse_variable_is_the_default_and_none_means_online(
+    project, wheelhouse, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DEVICE_AGENT_WHEELHOUSE", str(wheelhouse))
+    [offline] = build_components(project, tmp_path / "offline")
+    assert [n for n in zip_names(offline.artifact) if n.startswith("wheels/")] == LOCKED_WHEELS
+    [online] = build_components(project, tmp_path / "online", wheels=None)
+    assert [n for n in zip_names(online.artifact) if n.startswith("wheels/")] == []
+
+
+@pytest.mark.parametrize(
+    ("lock", "message"),
+    [
+        (None, "cannot read the lock"),
+        ("alpha>=1.0\n", "not an ==-pinned requirement"),
+        ("alpha==1.0\n", "every pin needs --hash lines"),
+        ("# nothing pinned\n", "every pin needs --hash lines"),
+    ],
+)
+def test_a_missing_or_unhashed_lock_fails_the_build(project, tmp_path, lock, message):
+    path = project / "requirements" / "device.lock"
+    if lock is None:
+        path.unlink()
+    else:
+        path.write_text(lock)
+    with pytest.raises(BuildError, match=message) as error:
+        build_components(project, tmp_path / "out")
+    assert "device.lock" in str(error.value)
+
+
+def test_cli_reports_the_wheels_of_an_offline_build(project, wheelhouse, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    assert main(["--wheelhouse", str(wheelhouse)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(f"files, {len(LOCKED_WHEELS)} of them wheels)"), line
+
+
+# ---- the root GDK project ---------------------------------------------------------------------------------
+
+
+def test_a_root_with_its_own_gdk_config_builds_every_component(project, monkeypatch, capsys):
+    # GDK needs gdk-config.json and recipe.yaml where it runs; at the root they mean "build the suite".
+    shutil.copy(PROJECT / "gdk-config.json", project / "gdk-config.json")
+    (project / "recipe.yaml").symlink_to(f"recipes/{NAME}.yaml")
+    add_component(project, "second", "com.example.Second")
+    monkeypatch.chdir(project)
+    assert main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["com.example.Built", "com.example.Second"]
+    assert sorted(p.name for p in (project / "greengrass-build" / "artifacts").iterdir()) == [
+        "com.example.Built",
+        "com.example.Second",
+    ]
+
+
+def test_the_real_root_gdk_config_builds_the_suite_through_scripts_build():
+    document = json.loads((PROJECT / "gdk-config.json").read_text())
+    [(name, settings)] = document["component"].items()
+    assert name not in {
+        p.stem for p in (PROJECT / "recipes").glob("*.yaml")
+    }  # never publishes one by mistake
+    assert settings["build"] == {"build_system": "custom", "custom_build_command": ["bash", "scripts/build"]}
+    assert document["gdk_version"]
+    # GDK refuses a project folder without exactly one recipe file, though a custom build never reads it.
+    link = PROJECT / "recipe.yaml"
+    assert link.is_symlink()
+    assert not link.readlink().is_absolute()
+    assert link.resolve().parent == PROJECT / "recipes"
+    assert not (PROJECT / "recipe.json").exists()

@@ -1,0 +1,162 @@
+"""device_agent.install in-process: the marker, leftovers, the bundled pip's check, a device with no pip.
+
+The real thing (a fresh environment from bundled wheels, on the local nucleus) is in test_install_e2e.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device_agent import install as installer
+from device_agent.install import (
+    MARKER,
+    InstallError,
+    Paths,
+    install_key,
+    is_installed,
+    parse_lock,
+    write_marker,
+)
+
+LOCK = b"alpha==1.0 \\\n    --hash=sha256:" + b"a" * 64 + b"\n"
+
+
+def fake_environment(folder: Path, key: str) -> Path:
+    (folder / "bin").mkdir(parents=True)
+    (folder / "bin" / "python").symlink_to(sys.executable)
+    (folder / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    write_marker(folder, key, offline=True)
+    return folder
+
+
+def test_the_lock_parser_joins_continuations_and_keeps_every_hash():
+    text = (
+        "# header\n\nAlpha_Pkg==1.0 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64
+    )
+    [pin] = parse_lock(text + "\npip==26.3 --hash=sha256:" + "c" * 64 + "  # the bootstrap\n")[:1]
+    assert (pin.name, pin.version, pin.hashes) == ("alpha-pkg", "1.0", frozenset({"a" * 64, "b" * 64}))
+    with pytest.raises(InstallError, match="not an ==-pinned requirement"):
+        parse_lock("alpha>=1\n")
+
+
+def test_the_key_changes_with_the_lock():
+    assert install_key(LOCK) == install_key(LOCK)
+    assert install_key(LOCK) != install_key(LOCK + b"# changed\n")
+
+
+def test_only_a_complete_environment_built_for_this_key_counts_as_installed(tmp_path):
+    key = install_key(LOCK)
+    environment = fake_environment(tmp_path / "venv", key)
+    assert is_installed(environment, key)
+    assert not is_installed(environment, install_key(LOCK + b"\n"))  # another lock
+    (environment / MARKER).write_text("{not json")
+    assert not is_installed(environment, key)
+    write_marker(environment, key, offline=False)
+    assert json.loads((environment / MARKER).read_text())["offline"] is False
+    assert (environment / MARKER).stat().st_mode & 0o777 == 0o600
+    (environment / "bin" / "python").unlink()  # the interpreter went (a Python upgrade removed it)
+    assert not is_installed(environment, key)
+    assert not is_installed(tmp_path / "nothing", key)
+
+
+def test_an_environment_in_place_is_kept_and_nothing_runs(tmp_path, monkeypatch):
+    artifact, work = tmp_path / "artifact", tmp_path / "work"
+    (artifact / "requirements").mkdir(parents=True)
+    (artifact / "requirements" / "device.lock").write_bytes(LOCK)
+    fake_environment(work / "venv", install_key(LOCK))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    assert installer.install(Paths(artifact, work)) is False
+
+
+def test_the_bundled_pip_must_be_the_locked_file(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    good = b"the pip wheel"
+    digest = hashlib.sha256(good).hexdigest()
+    pins = parse_lock(f"pip==26.3 --hash=sha256:{digest}\n")
+    (wheels / "pip-26.3-py3-none-any.whl").write_bytes(good)
+    assert installer._bundled_pip(wheels, pins) == wheels / "pip-26.3-py3-none-any.whl"
+    (wheels / "pip-26.3-py3-none-any.whl").write_bytes(b"something else")
+    with pytest.raises(InstallError, match="not in the lock; the artifact was altered"):
+        installer._bundled_pip(wheels, pins)
+    (wheels / "pip-26.3-py3-none-any.whl").unlink()
+    with pytest.raises(InstallError, match=r"no pip-26\.3 wheel bundled"):
+        installer._bundled_pip(wheels, pins)
+    with pytest.raises(InstallError, match="pins no pip"):
+        installer._bundled_pip(wheels, parse_lock(f"alpha==1 --hash=sha256:{digest}\n"))
+
+
+def test_online_without_ensurepip_or_pip_names_the_package_to_install(tmp_path, monkeypatch):
+    # Debian's python3 without python3-venv: no ensurepip (and here no pip either).
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in {"ensurepip", "pip"} else real(name, *a)
+    )
+    paths = Paths(tmp_path / "artifact", tmp_path / "work")
+    with pytest.raises(InstallError, match=r"apt-get install python3-venv.*scripts/build --wheels"):
+        installer._pip_command(paths, (), tmp_path / "venv" / "bin" / "python", offline=False)
+
+
+def test_the_command_line_fails_with_one_clear_line_and_leaves_nothing_half_done(tmp_path):
+    work = tmp_path / "work"
+    code = subprocess.run(
+        [sys.executable, "-m", "device_agent.install", "--artifact", str(tmp_path), "--work", str(work)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(installer.__file__).parents[1])},
+    )
+    assert code.returncode == 1
+    assert code.stderr.startswith("device_agent.install: failed: cannot read the lock ")
+    assert "Traceback" not in code.stderr
+    assert not work.exists()
+
+
+def test_a_failed_install_removes_its_staging_folder_and_keeps_leftovers_away(tmp_path, monkeypatch):
+    artifact, work = tmp_path / "artifact", tmp_path / "work"
+    (artifact / "requirements").mkdir(parents=True)
+    (artifact / "requirements" / "device.lock").write_bytes(LOCK)
+    (artifact / "wheels").mkdir()  # offline, and no pip wheel in it: the install fails after the venv exists
+    (work / ".venv-install-dead").mkdir(parents=True)  # an install killed half-way, earlier
+    with pytest.raises(InstallError, match="pins no pip"):
+        installer.install(Paths(artifact, work))
+    assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_a_cache_others_can_write_is_refused(tmp_path):
+    artifact = tmp_path / "artifact"
+    (artifact / "requirements").mkdir(parents=True)
+    (artifact / "requirements" / "device.lock").write_bytes(LOCK)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o777)
+    with pytest.raises(InstallError, match="refusing it as a cache"):
+        installer.install(Paths(artifact, tmp_path / "work"), cache=cache)
+
+
+def test_components_sharing_a_cache_get_one_environment_built_once(tmp_path):
+    from tests.conftest import offline_artifact_parts  # noqa: PLC0415
+
+    artifact = offline_artifact_parts(tmp_path / "artifact")
+    cache = tmp_path / "cache"
+    first, second = Paths(artifact, tmp_path / "one"), Paths(artifact, tmp_path / "two")
+    assert installer.install(first, cache=cache) is True
+    built = first.environment.resolve()
+    assert built.parent.parent == cache
+    assert installer.install(second, cache=cache) is True  # linked, not built again
+    assert second.environment.resolve() == built
+    assert (built / MARKER).stat().st_ino == (second.environment / MARKER).stat().st_ino
+    assert installer.install(second, cache=cache) is False
+    code = subprocess.run(
+        [str(second.environment / "bin" / "python"), "-c", "import awscrt, awsiot, cryptography, psutil"],
+        check=False,
+    )
+    assert code.returncode == 0
