@@ -3,8 +3,8 @@
 Each component runs on the local nucleus with only its own recipe's grants, configured to use a topic the
 recipe does not grant. What "reports" means (security-checks.md GG-7): a `security` event on
 `device-agent/events` (once, not per attempt), an error log line, DEGRADED in its heartbeat, and the
-component keeps RUNNING. The telemetry publisher does all of it; the health monitor and the bootstrap
-reporter log only, and the tests marked xfail pin what they are missing (docs/security.md).
+component keeps RUNNING. The telemetry publisher and the health monitor do all of it; the bootstrap
+reporter logs only, and the tests marked xfail pin what it is missing (docs/security.md).
 """
 
 from __future__ import annotations
@@ -101,20 +101,24 @@ async def test_health_refused_its_summary_topic_keeps_running_and_logs_it(
         await device.wait_for_local("device-agent/health", count=3, timeout=30)
         assert device.state(HEALTH) is ComponentState.RUNNING
         assert device.published("dt/device-agent/+/elsewhere") == []
-        log = device.log(HEALTH)
-        assert "health.summary_not_sent" in log
-        assert "NotAuthorizedError" in log
+        assert "health.publish_unauthorized" in device.log(HEALTH)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the health monitor logs a refused summary but sends no security event"
-)
-async def test_health_refused_its_summary_topic_sends_a_security_event(
+async def test_health_refused_its_summary_topic_sends_a_security_event_once_and_degrades(
     start_device, built_suite: Path, tmp_path: Path
 ):
     async with await health_with_a_foreign_topic(start_device, built_suite, tmp_path) as device:
         await device.wait_for_local("device-agent/health", count=3, timeout=30)
-        assert any(r.message.get("category") == "security" for r in device.local_messages(EVENTS))
+        topic = f"dt/device-agent/{device.nucleus.thing_name}/elsewhere"
+        [event] = events(device, HEALTH, "health.publish_unauthorized")
+        assert (event["category"], event["severity"]) == ("security", "critical")
+        assert event["details"] == {"topic": topic, "destination": "iot"}
+        beats = await heartbeats_after(device, HEALTH, 2)
+        assert beats[-1].message["state"] == "DEGRADED"
+        assert topic in beats[-1].message["detail"]
+        await device.wait_for_local("device-agent/health", count=5, timeout=30)
+        assert len(events(device, HEALTH, "health.publish_unauthorized")) == 1  # at most hourly
+        assert "health.publish_unauthorized" in device.log(HEALTH)
 
 
 REPORTER_PRESENT = (Path(__file__).resolve().parents[2] / "recipes" / f"{REPORTER}.yaml").exists()

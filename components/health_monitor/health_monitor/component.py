@@ -59,6 +59,7 @@ from device_agent.messages import Category
 from device_agent.messages import Severity as EventSeverity
 from device_agent.metrics import Group, Sampler, SamplerSettings
 from device_agent.metrics.source import PsutilSource
+from device_agent.refusals import Destination, Refusals
 from health_monitor.config import HealthConfig, summary_topic
 from health_monitor.monitor import Monitor
 from health_monitor.readings import (
@@ -124,6 +125,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.write_lock = asyncio.Lock()
         self.monitor = Monitor(ctx.config.checks)
         self.restarts = RestartPlanner(ctx.config.restart)
+        self.refusals = Refusals(ctx, "health.publish_unauthorized", what="health summaries")
         self.writer = self._new_writer(ctx.config)
         self.sampler = Sampler(SamplerSettings(groups=frozenset({Group.CPU, Group.MEMORY, Group.DISK})))
         self.mono, self.wall = time.monotonic(), time.time()
@@ -457,11 +459,11 @@ class HealthMonitor(Component[HealthConfig]):
                 if self.log_problem is None:
                     logger.warning("health.log_not_written", extra={"reason": str(exc)})
                 self.log_problem = problem
-                self.ctx.set_health("DEGRADED", problem)
+                self._report_health()
                 return
         if self.log_problem is not None:
             self.log_problem = None
-            self.ctx.set_health("RUNNING")
+            self._report_health()
 
     def _append_all(self, records: list[Record]) -> None:
         opening = not self.writer.is_open
@@ -487,19 +489,38 @@ class HealthMonitor(Component[HealthConfig]):
             interval_seconds=config.summary_interval_seconds,
             checks=self.monitor.statuses(),
         )
+        cloud_topic = summary_topic(config.topic, ctx.thing_name)
+        self.refusals.forget_except({config.local_topic, cloud_topic})
         try:
             await ctx.ipc.publish(config.local_topic, body, timeout=PUBLISH_TIMEOUT)
+        except NotAuthorizedError:
+            await self.refusals.refused(config.local_topic, Destination.LOCAL)
         except DeviceAgentError as exc:
             logger.warning("health.local_summary_not_sent", extra={"error": type(exc).__name__})
+        else:
+            self.refusals.succeeded(config.local_topic)
         try:
-            await ctx.ipc.publish_to_iot_core(
-                summary_topic(config.topic, ctx.thing_name), json.dumps(body), timeout=PUBLISH_TIMEOUT
-            )
+            await ctx.ipc.publish_to_iot_core(cloud_topic, json.dumps(body), timeout=PUBLISH_TIMEOUT)
+        except NotAuthorizedError:
+            await self.refusals.refused(cloud_topic, Destination.IOT_CORE)
+            self._report_health()
+            return
         except DeviceAgentError as exc:
             logger.warning("health.summary_not_sent", extra={"error": type(exc).__name__})
+            self._report_health()
             return
+        self.refusals.succeeded(cloud_topic)
+        self._report_health()
         if self.connected:
             self.last_connected_publish = time.monotonic()
+
+    def _report_health(self) -> None:
+        """DEGRADED while the log cannot be written or a summary topic is refused; RUNNING otherwise."""
+        reasons = [r for r in (self.log_problem, self.refusals.detail()) if r is not None]
+        if reasons:
+            self.ctx.set_health("DEGRADED", "; ".join(reasons))
+        else:
+            self.ctx.set_health("RUNNING")
 
 
 def _restart_incident(component: str, event: str, reason: str) -> Incident:
