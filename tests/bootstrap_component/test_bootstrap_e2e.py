@@ -279,6 +279,13 @@ async def test_without_the_store_the_reporter_works_in_memory(
         await verifier.event("bootstrap.approved")
         assert device.state(REPORTER) is ComponentState.RUNNING
         assert "bootstrap.store_unavailable" in device.log(REPORTER)
+        await wait_until(
+            lambda: any(
+                h.get("detail") == "store unavailable: state kept in memory" for h in verifier.heartbeats()
+            ),
+            30,
+            "the heartbeat does not say the store is away",
+        )
 
 
 async def test_periodic_reports_re_verify_and_an_unanswered_report_is_made_anew(

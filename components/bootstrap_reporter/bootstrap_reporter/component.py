@@ -60,6 +60,7 @@ FINAL_SAVE_SECONDS: Final = 1.5
 MAX_REPORT_BYTES: Final = 60 * 1024
 MAX_REPORT_DEPTH: Final = 12
 MAX_REPORT_ELEMENTS: Final = 4000
+STORE_AWAY: Final = "store unavailable: state kept in memory"
 
 
 @dataclasses.dataclass
@@ -413,9 +414,11 @@ class BootstrapReporter(Component[BootstrapConfig]):
                 "bootstrap.store_unavailable",
                 extra={"error": type(error).__name__, "retry_s": round(delay, 1)},
             )
-            self.ctx.set_health(self.ctx.health_state, "store unavailable: state kept in memory")
+            self.ctx.set_health(self.ctx.health_state, STORE_AWAY)
         else:
             self.store_delays = STORE_BACKOFF.delays()
+            if self.ctx.health_detail == STORE_AWAY:
+                self._restore_health()
 
     async def _load(self) -> None:
         data = await self.store.get_or_none(STATE_KEY)
@@ -440,13 +443,16 @@ class BootstrapReporter(Component[BootstrapConfig]):
                     "verdict": None if stored.verdict is None else str(stored.verdict.decision),
                 },
             )
-            if stored.verdict is not None:
-                self._restore_health(stored.verdict)
+            self._restore_health()
         else:
             self.store_dirty = True  # what this run made is newer than what the store kept
 
-    def _restore_health(self, verdict: Verdict) -> None:
-        if verdict.decision is Decision.REJECTED:
+    def _restore_health(self) -> None:
+        """The heartbeat's health as the current verdict has it."""
+        verdict = None if self.current is None else self.current.verdict
+        if verdict is None:
+            self.ctx.set_health("RUNNING", "awaiting a verdict" if self.current else "collecting facts")
+        elif verdict.decision is Decision.REJECTED:
             self.ctx.set_health("DEGRADED", "rejected by the verifier")
         else:
             self.ctx.set_health("RUNNING", str(verdict.decision))
