@@ -37,7 +37,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import venv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +187,8 @@ def install(paths: Paths, *, cache: Path | None = None) -> bool:
 
 
 def _build(paths: Paths, pins: Sequence[Pin], key: str, environment: Path) -> None:
+    import venv  # noqa: PLC0415 - it loads logging: half of a start that finds its environment in place
+
     staging = environment.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(4)}")
     offline = paths.wheels.is_dir()
     try:
