@@ -1,0 +1,183 @@
+"""The fleet's pieces without a broker: specification, identities reused, the ACL file, sequence ranges, the
+state file, the observer's parsing and the status table."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from device_agent.devkit.fleet.acl import write_fleet_acl
+from device_agent.devkit.fleet.cli import _spec
+from device_agent.devkit.fleet.identity import ensure_identities
+from device_agent.devkit.fleet.layout import OBSERVER, VERIFIER, FleetLayout, thing_name
+from device_agent.devkit.fleet.mqtt import Received
+from device_agent.devkit.fleet.observer import Observer, SeqRanges
+from device_agent.devkit.fleet.spec import FleetError, FleetSpec
+from device_agent.devkit.fleet.state import DeviceRecord, FleetState
+from device_agent.devkit.fleet.status import render_table
+from device_agent.devkit.pki import load_certificate
+
+
+def test_things_are_numbered_and_the_last_ones_rejected() -> None:
+    spec = FleetSpec(devices=4, reject=1)
+    assert spec.things == ("vdev-001", "vdev-002", "vdev-003", "vdev-004")
+    assert spec.rejected == frozenset({"vdev-004"})
+    assert FleetSpec(devices=2).rejected == frozenset()
+    assert thing_name(12, "lab") == "lab-012"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"devices": 0},
+        {"devices": 2, "reject": 3},
+        {"devices": 1, "telemetry_interval": 0.5},
+        {"devices": 1, "report_settle": -1},
+    ],
+)
+def test_a_specification_out_of_bounds_is_refused(options: dict[str, float]) -> None:
+    with pytest.raises(FleetError):
+        FleetSpec(**options)  # type: ignore[arg-type]
+
+
+def test_an_existing_fleet_keeps_its_specification(tmp_path: Path) -> None:
+    import argparse  # noqa: PLC0415
+
+    layout = FleetLayout.at(tmp_path / "fleet")
+
+    def args(devices: int | None) -> argparse.Namespace:
+        return argparse.Namespace(
+            devices=devices,
+            reject=0,
+            telemetry_interval=5.0,
+            health_interval=None,
+            report_settle=None,
+            skip_install=False,
+        )
+
+    with pytest.raises(FleetError, match="needs --devices"):
+        _spec(layout, args(None))
+    created = _spec(layout, args(3))
+    assert stat.S_IMODE(layout.spec_file.stat().st_mode) == 0o600
+    assert _spec(layout, args(None)) == created  # reused, not rewritten
+    with pytest.raises(FleetError, match="has 3 devices"):
+        _spec(layout, args(5))
+    assert FleetSpec.load(layout.spec_file) == created
+
+
+def test_identities_are_created_once_and_reused(tmp_path: Path) -> None:
+    layout = FleetLayout.at(tmp_path / "fleet")
+    first = ensure_identities(layout, ("vdev-001", "vdev-002"))
+    cert = load_certificate(first.devices["vdev-001"].cert)
+    assert cert.subject.rfc4514_string() == "CN=vdev-001"
+    assert load_certificate(first.verifier.cert).subject.rfc4514_string() == f"CN={VERIFIER}"
+    assert load_certificate(first.observer.cert).subject.rfc4514_string() == f"CN={OBSERVER}"
+    key = first.devices["vdev-001"].key
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+    before = {p: p.read_bytes() for p in (layout.pki / "things").rglob("*") if p.is_file()}
+    first.ca.revoke(first.devices["vdev-002"].cert)
+    again = ensure_identities(layout, ("vdev-001", "vdev-002", "vdev-003"))
+    for path, data in before.items():
+        assert path.read_bytes() == data, f"{path} was rewritten"
+    assert again.ca.is_revoked(load_certificate(again.devices["vdev-002"].cert))  # revocations stay
+    assert "vdev-003" in again.devices
+
+
+def test_the_acl_confines_devices_and_names_the_two_services(tmp_path: Path) -> None:
+    text = write_fleet_acl(tmp_path / "acl").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines == [
+        "pattern write dt/device-agent/%u/#",
+        "pattern read cmd/device-agent/%u/#",
+        f"user {VERIFIER}",
+        "topic read dt/device-agent/+/bootstrap",
+        "topic write cmd/device-agent/+/verdict",
+        f"user {OBSERVER}",
+        "topic read dt/device-agent/#",
+        "topic read cmd/device-agent/+/verdict",
+    ]
+    assert not any("readwrite" in line for line in lines)
+
+
+def test_sequence_ranges_count_what_is_missing_and_ignore_redeliveries() -> None:
+    seqs = SeqRanges()
+    for seq in (5, 7, 6, 1, 2, 9, 3, 3, 7):
+        seqs.add(seq)
+    assert seqs.ranges == [[1, 3], [5, 7], [9, 9]]
+    assert (seqs.first, seqs.last, seqs.missing) == (1, 9, 2)
+    seqs.add(4)
+    seqs.add(8)
+    assert seqs.ranges == [[1, 9]]
+    assert seqs.missing == 0
+
+
+def test_the_observer_reads_verdicts_telemetry_and_health_per_thing() -> None:
+    verdicts: list[tuple[str, str]] = []
+    observer = Observer(on_verdict=lambda thing, verdict: verdicts.append((thing, verdict["verdict"])))
+
+    def deliver(topic: str, document: object) -> None:
+        observer(Received(topic, json.dumps(document).encode()))
+
+    deliver(
+        "cmd/device-agent/vdev-001/verdict", {"verdict": "approved", "group": "production", "reason": "ok"}
+    )
+    deliver("dt/device-agent/vdev-001/telemetry", {"samples": [{"seq": 1}, {"seq": 2}], "backfill": True})
+    deliver("dt/device-agent/vdev-001/health", {"overall": "OK"})
+    deliver("dt/device-agent/vdev-002/bootstrap", {"reportId": "x"})
+    observer(Received("dt/device-agent/vdev-002/telemetry", b"not json"))
+    deliver("dt/other/vdev-002/telemetry", {"samples": [{"seq": 1}]})
+    assert verdicts == [("vdev-001", "approved")]
+    one = observer.things["vdev-001"].as_json()
+    assert (one["verdict"], one["verdictGroup"], one["health"]) == ("approved", "production", "OK")
+    assert one["seq"] == {"first": 1, "last": 2, "missing": 0}
+    assert one["backfilledMessages"] == 1
+    two = observer.things["vdev-002"]
+    assert (two.reports, two.telemetry_messages) == (1, 0)
+
+
+def test_the_state_file_round_trips_and_is_private(tmp_path: Path) -> None:
+    state = FleetState(supervisor_pid=os.getpid(), broker_port=1234, phase="running")
+    state.devices["vdev-001"] = DeviceRecord(pid=42, group="production", components=["a"], restarts=1)
+    path = tmp_path / "state.json"
+    state.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert FleetState.load(path) == state
+    path.write_text('{"schema": "something-else"}')
+    with pytest.raises(FleetError, match="not a fleet state"):
+        FleetState.load(path)
+    with pytest.raises(FleetError, match="no fleet state"):
+        FleetState.load(tmp_path / "absent.json")
+
+
+def test_the_status_table_has_a_row_per_device() -> None:
+    status = {
+        "root": "/r",
+        "phase": "running",
+        "error": None,
+        "broker": {"pid": 7, "port": 1883, "running": True},
+        "devices": [
+            {
+                "thing": "vdev-001",
+                "group": "production",
+                "verdict": "approved",
+                "nucleus": {"pid": 9, "running": True, "restarts": 1},
+                "offline": False,
+                "revoked": True,
+                "components": {"com.deviceagent.EncryptedStore": "RUNNING"},
+                "telemetryAgeSeconds": 2.0,
+                "seq": {"first": 1, "last": 30, "missing": 0},
+                "health": "OK",
+            }
+        ],
+    }
+    table = render_table(status).splitlines()
+    assert table[0] == "fleet /r: running; broker pid 7 on 127.0.0.1:1883"
+    assert table[2].split() == [
+        "vdev-001", "production", "approved", "9", "r1", "2s", "ago", "30", "-0", "OK",
+        "EncryptedStore=RUNNING", "[revoked]",
+    ]  # fmt: skip
