@@ -9,11 +9,12 @@ and the reporter's first wait.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_agent.devkit.build import build_components
+from device_agent.devkit.build import WHEELHOUSE_ENV, build_components
 from device_agent.devkit.deployment_templates import load_template
 from device_agent.devkit.errors import DeploymentError
 from device_agent.devkit.fleet.layout import FleetLayout
@@ -56,9 +57,25 @@ class ComponentSets:
         return self.production if group == PRODUCTION_GROUP else self.quarantine
 
 
+def wheelhouse(project: Path = PROJECT_ROOT) -> Path:
+    """The locked wheels for this machine: $DEVICE_AGENT_WHEELHOUSE, else the project's dev wheelhouse.
+
+    The fleet always builds offline: Install then takes every wheel from the artifact and never reaches a
+    package index (everything stays on the machine).
+    """
+    named = os.environ.get(WHEELHOUSE_ENV)
+    found = Path(named) if named else project / ".venv" / "wheelhouse" / "host"
+    if not found.is_dir():
+        raise FleetError(
+            f"no wheelhouse at {found}: `bash scripts/_venv.sh` downloads the locked wheels once "
+            f"(or set {WHEELHOUSE_ENV}); the fleet installs offline only"
+        )
+    return found
+
+
 def build_suite(layout: FleetLayout, project: Path = PROJECT_ROOT) -> BuiltSuite:
-    """Build every component of the project into `<root>/build` (again at each `fleet up`: current code)."""
-    built = build_components(project, layout.build)
+    """Build every component offline into `<root>/build` (again at each `fleet up`: the current code)."""
+    built = build_components(project, layout.build, wheels=wheelhouse(project))
     if not built:
         raise FleetError(f"no component to deploy: {project / 'recipes'} holds no recipe")
     return BuiltSuite(layout.build / "recipes", layout.build / "artifacts")

@@ -109,9 +109,11 @@ class DeviceProcess:
             raise FleetError(f"{self.thing}: the nucleus is already running")
         self.stopping = False
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ensure_private_dir(self.layout.environments)
-        # Install builds each component's environment once for the whole fleet, not once per device.
-        env = {**os.environ, CACHE_ENV: str(self.layout.environments)}
+        # Install builds each component's environment once for the whole fleet, not once per device: in the
+        # cache the caller names (scripts/_venv.sh names one for the whole checkout), else in the fleet root.
+        env = dict(os.environ)
+        if not env.get(CACHE_ENV):
+            env[CACHE_ENV] = str(ensure_private_dir(self.layout.environments))
         (self.root / "control.socket").unlink(missing_ok=True)  # a killed nucleus leaves its socket behind
         console = os.open(
             self.layout.device_console(self.thing),

@@ -7,7 +7,7 @@
     <root>/pki/                   the local CA, the broker's server identity and every client identity
     <root>/broker/                mosquitto's configuration, ACL, log and persistence file
     <root>/build/                 the suite built once (recipes/ and artifacts/)
-    <root>/environments/          the components' virtual environments, one per lock, shared by the devices
+    <root>/environments/          the components' environments, one per lock (unless the caller names a cache)
     <root>/devices/<thing>/       each device's nucleus root (short: Unix socket paths stay under 108 bytes)
     <root>/logs/                  the supervisor's log and each nucleus's console output
 """
