@@ -2,7 +2,8 @@
 
     python3 -m device_agent.install --artifact {artifacts:decompressedPath}/<Name> --work {work:path}
 
-Runs before the environment exists, with the device's own python3, so it imports the standard library only.
+Runs before the environment exists, with the device's own python3, so it imports the standard library only
+(and `device_agent.errors`, which does too).
 The artifact holds `requirements/device.lock` (every pin with its hashes) and, when built with bundled wheels,
 `wheels/` (offline mode). The environment is `<work>/venv`, and its marker file records the key it was built
 for: the lock's sha256, the interpreter and the machine. When the marker matches, Install returns at once
@@ -32,7 +33,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import stat
 import subprocess
@@ -41,6 +41,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from device_agent.errors import DeviceAgentError  # standard library only, as this module must be
 
 LOCK_PATH: Final = Path("requirements") / "device.lock"
 WHEELS_DIR: Final = "wheels"
@@ -59,7 +61,7 @@ _MISSING_PIP: Final = (
 )
 
 
-class InstallError(Exception):
+class InstallError(DeviceAgentError):
     """Install cannot finish; the message says what is wrong and what to do about it."""
 
 
@@ -180,7 +182,7 @@ def install(paths: Paths, *, cache: Path | None = None) -> bool:
         if not is_installed(shared / ENV_DIR, key):
             _remove_leftovers(shared)
             _build(paths, pins, key, shared / ENV_DIR)
-    link = paths.work / f"{_TEMP_PREFIX}{secrets.token_hex(4)}"
+    link = paths.work / f"{_TEMP_PREFIX}{os.urandom(4).hex()}"
     link.symlink_to(shared / ENV_DIR)
     _swap_in(link, paths.environment)
     return True
@@ -189,7 +191,7 @@ def install(paths: Paths, *, cache: Path | None = None) -> bool:
 def _build(paths: Paths, pins: Sequence[Pin], key: str, environment: Path) -> None:
     import venv  # noqa: PLC0415 - it loads logging: half of a start that finds its environment in place
 
-    staging = environment.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(4)}")
+    staging = environment.with_name(f"{_TEMP_PREFIX}{os.urandom(4).hex()}")
     offline = paths.wheels.is_dir()
     try:
         venv.EnvBuilder(with_pip=False, symlinks=True).create(staging)
@@ -278,7 +280,7 @@ def _swap_in(staging: Path, environment: Path) -> None:
     """Rename the finished environment into place; an old one is moved aside first, then removed."""
     old = None
     if environment.is_symlink() or environment.exists():
-        old = environment.with_name(f"{_OLD_PREFIX}{secrets.token_hex(4)}")
+        old = environment.with_name(f"{_OLD_PREFIX}{os.urandom(4).hex()}")
         environment.rename(old)
     staging.rename(environment)
     fd = os.open(environment.parent, os.O_RDONLY)

@@ -160,3 +160,18 @@ def test_components_sharing_a_cache_get_one_environment_built_once(tmp_path):
         check=False,
     )
     assert code.returncode == 0
+
+
+def test_the_installer_needs_nothing_but_the_standard_library():
+    # It runs before the environment exists: no site-packages (-S), no user site or PYTHONPATH (-I).
+    library_root = str(Path(installer.__file__).parents[1])
+    script = (
+        f"import sys; sys.path.insert(0, {library_root!r}); import device_agent.install, json; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = {name.split(".")[0] for name in json.loads(proc.stdout)}
+    assert loaded - set(sys.stdlib_module_names) == {"__main__", "device_agent"}
