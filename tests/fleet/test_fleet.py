@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -142,6 +143,27 @@ async def test_after_a_broker_restart_every_device_reconnects_and_no_sample_is_l
         assert rows[thing]["seq"]["missing"] == 0, rows[thing]
 
 
+async def test_a_device_taken_offline_delivers_its_samples_when_back_online(
+    running_fleet: FleetLayout,
+) -> None:
+    thing = APPROVED[1]
+    assert await fleet_async(running_fleet, "chaos", "offline", thing) == 0
+    before = device_rows(running_fleet)[thing]
+    assert before["offline"]
+    await asyncio.sleep(3.5)  # three samples at one a second, spooled: nothing else witnesses them offline
+    assert await fleet_async(running_fleet, "chaos", "online", thing) == 0
+    rows = await wait_for(
+        running_fleet,
+        lambda rows: (
+            rows[thing]["backfilledMessages"] > before["backfilledMessages"]
+            and rows[thing]["seq"]["last"] >= before["seq"]["last"] + 5
+        ),
+        "the spooled samples as backfill, then live ones",
+    )
+    assert not rows[thing]["offline"]
+    assert rows[thing]["seq"]["missing"] == 0, rows[thing]["seqRanges"]
+
+
 async def test_a_killed_nucleus_is_restarted_and_resumes_from_its_spool(running_fleet: FleetLayout) -> None:
     thing = APPROVED[0]
     assert await fleet_async(running_fleet, "chaos", "offline", thing) == 0
@@ -211,6 +233,20 @@ def test_every_socket_the_fleet_opens_is_on_loopback_or_unix(running_fleet: Flee
                 assert ipaddress.ip_address(address.ip).is_loopback, (pid, family, local, remote)
 
 
+def test_status_as_json_from_the_command_line(
+    running_fleet: FleetLayout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert fleet(running_fleet, "status", "--json") == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["phase"] == "running"
+    assert status["broker"]["running"]
+    assert [row["thing"] for row in status["devices"]] == [*APPROVED, REJECTED]
+    approved = status["devices"][0]
+    assert approved["components"][TELEMETRY] == "RUNNING"
+    assert approved["telemetryAgeSeconds"] is not None
+
+
 def test_down_stops_every_process_it_started(running_fleet: FleetLayout) -> None:
     pids = fleet_pids(running_fleet)
     assert pids
@@ -218,3 +254,20 @@ def test_down_stops_every_process_it_started(running_fleet: FleetLayout) -> None
     assert [pid for pid in pids if alive(pid)] == []
     assert fleet_pids(running_fleet) == []
     assert fleet(running_fleet, "down") == 0  # idempotent
+
+
+def test_up_again_reuses_the_root(running_fleet: FleetLayout) -> None:
+    certificates = {p: p.read_bytes() for p in (running_fleet.pki / "things").rglob("*.pem.crt")}
+    registry = (running_fleet.root / "verifier" / "registry.json").read_bytes()
+    try:
+        assert fleet(running_fleet, "up") == 0  # no --devices: the saved specification
+        rows = device_rows(running_fleet)
+        assert sorted(rows) == [*APPROVED, REJECTED]
+        assert all(row["nucleus"]["running"] for row in rows.values())
+        for path, data in certificates.items():
+            assert path.read_bytes() == data, f"{path} was re-issued"
+        if verifier_installed():  # the registry is the verifier's record: kept, not re-created
+            assert (running_fleet.root / "verifier" / "registry.json").read_bytes() == registry
+    finally:
+        assert fleet(running_fleet, "down") == 0
+    assert fleet_pids(running_fleet) == []

@@ -293,12 +293,14 @@ class Supervisor:
         thing, device = self._device(request)
         await device.call("iot.offline")
         self.state.devices[thing].offline = True
+        self._save()
         return f"{thing} offline"
 
     async def _online(self, request: dict[str, Any]) -> str:
         thing, device = self._device(request)
         await device.call("iot.online")
         self.state.devices[thing].offline = False
+        self._save()
         return f"{thing} online"
 
     async def _kill_nucleus(self, request: dict[str, Any]) -> dict[str, Any]:
