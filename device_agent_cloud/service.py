@@ -81,7 +81,14 @@ class VerifierService:
     async def run(self) -> None:
         """Serve until cancelled; the client is stopped on the way out."""
         self._loop = asyncio.get_running_loop()
-        self._client = mqtt5.Client(self._options())
+        try:
+            self._client = mqtt5.Client(self._options())
+        except Exception as error:  # awscrt raises its own error types for unreadable files
+            # Name the files only, never their contents.
+            raise VerifierError(
+                f"cannot set up the MQTT client (ca_file={self.broker.ca_file}, "
+                f"cert_file={self.broker.cert_file}, key_file={self.broker.key_file}): {type(error).__name__}"
+            ) from error
         self._stopped.clear()
         self._client.start()
         logger.info("verifier_service.starting broker=%s:%d", self.broker.host, self.broker.port)

@@ -18,6 +18,7 @@ from device_agent.devkit.mosquitto import AclRule, MosquittoBroker, TlsListener,
 from device_agent.devkit.pki import IssuedIdentity, LocalCa
 from device_agent.provisioning import create_key_and_csr
 from device_agent_cloud.audit import JsonLinesAuditLog
+from device_agent_cloud.errors import VerifierError
 from device_agent_cloud.policy import parse_policy
 from device_agent_cloud.provision import LocalCaSigner, provision_local
 from device_agent_cloud.registry import LocalRegistry
@@ -208,3 +209,18 @@ def test_signed_certificates_carry_the_thing_name(tmp_path: Path):
     cert.verify_directly_issued_by(pki.ca.certificate)
     assert pki.registry.describe("kiosk-9").certificate_fingerprints == {fingerprint}
     assert repr(pki.signer) == "LocalCaSigner(subject=CN=device-agent devkit local CA)"
+
+
+async def test_unreadable_credentials_are_named_not_shown(tmp_path: Path):
+    pki = Fleet(tmp_path)
+    verifier = Verifier(policy=parse_policy(policy_document()), registry=pki.registry, audit=pki.audit)
+    settings = BrokerSettings(
+        host="127.0.0.1",
+        port=1,
+        ca_file=pki.ca.paths.cert,
+        cert_file=pki.verifier_identity.cert,
+        key_file=tmp_path / "missing.key",
+    )
+    with pytest.raises(VerifierError, match=r"missing\.key") as caught:
+        await VerifierService(verifier, settings).run()
+    assert "PRIVATE KEY" not in str(caught.value)
