@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -256,7 +258,9 @@ def test_down_stops_every_process_it_started(running_fleet: FleetLayout) -> None
     assert fleet(running_fleet, "down") == 0  # idempotent
 
 
-def test_up_again_reuses_the_root(running_fleet: FleetLayout) -> None:
+def test_up_again_reuses_the_root_and_down_ends_it_even_without_its_supervisor(
+    running_fleet: FleetLayout,
+) -> None:
     certificates = {p: p.read_bytes() for p in (running_fleet.pki / "things").rglob("*.pem.crt")}
     registry = (running_fleet.root / "verifier" / "registry.json").read_bytes()
     try:
@@ -268,6 +272,13 @@ def test_up_again_reuses_the_root(running_fleet: FleetLayout) -> None:
             assert path.read_bytes() == data, f"{path} was re-issued"
         if verifier_installed():  # the registry is the verifier's record: kept, not re-created
             assert (running_fleet.root / "verifier" / "registry.json").read_bytes() == registry
+        # A supervisor that dies leaves the broker, verifier, nuclei and components: down still finds them.
+        pids = fleet_pids(running_fleet)
+        supervisor = FleetState.load(running_fleet.state_file).supervisor_pid
+        assert supervisor is not None
+        assert supervisor in pids
+        os.kill(supervisor, signal.SIGKILL)
     finally:
         assert fleet(running_fleet, "down") == 0
     assert fleet_pids(running_fleet) == []
+    assert [pid for pid in pids if alive(pid)] == []
