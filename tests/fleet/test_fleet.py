@@ -258,16 +258,24 @@ def test_down_stops_every_process_it_started(running_fleet: FleetLayout) -> None
     assert fleet(running_fleet, "down") == 0  # idempotent
 
 
-def test_up_again_reuses_the_root_and_down_ends_it_even_without_its_supervisor(
+async def test_up_again_reuses_the_root_and_down_ends_it_even_without_its_supervisor(
     running_fleet: FleetLayout,
 ) -> None:
     certificates = {p: p.read_bytes() for p in (running_fleet.pki / "things").rglob("*.pem.crt")}
     registry = (running_fleet.root / "verifier" / "registry.json").read_bytes()
     try:
-        assert fleet(running_fleet, "up") == 0  # no --devices: the saved specification
+        assert await fleet_async(running_fleet, "up") == 0  # no --devices: the saved specification
         rows = device_rows(running_fleet)
         assert sorted(rows) == [*APPROVED, REJECTED]
         assert all(row["nucleus"]["running"] for row in rows.values())
+        # The verdicts the broker kept bring the approved devices back to production (the revoked one
+        # included: revocation refuses its connection, not its verdict); the rejected one stays.
+        rows = await wait_for(
+            running_fleet,
+            lambda rows: all(rows[t]["group"] == "production" for t in APPROVED),
+            "the approved devices promoted again",
+        )
+        assert rows[REJECTED]["group"] == "quarantine"
         for path, data in certificates.items():
             assert path.read_bytes() == data, f"{path} was re-issued"
         if verifier_installed():  # the registry is the verifier's record: kept, not re-created
@@ -279,6 +287,6 @@ def test_up_again_reuses_the_root_and_down_ends_it_even_without_its_supervisor(
         assert supervisor in pids
         os.kill(supervisor, signal.SIGKILL)
     finally:
-        assert fleet(running_fleet, "down") == 0
+        assert await fleet_async(running_fleet, "down") == 0
     assert fleet_pids(running_fleet) == []
     assert [pid for pid in pids if alive(pid)] == []

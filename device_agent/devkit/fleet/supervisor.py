@@ -113,6 +113,20 @@ class Supervisor:
         self.state.broker_pid, self.state.broker_port = broker.pid, broker.port
         self._save()
         await control.start()
+        # Before the observer subscribes: a verdict the broker kept (retained) from an earlier run arrives at
+        # once, and must find its device (then it is applied once the devices run).
+        for thing in spec.things:
+            self.state.devices[thing] = DeviceRecord(expect_rejection=thing in spec.rejected)
+            self.devices[thing] = DeviceProcess(
+                layout,
+                DeviceLaunch(
+                    thing=thing,
+                    identity=identities.devices[thing],
+                    suite=suite,
+                    broker_port=broker.port,
+                    skip_install=spec.skip_install,
+                ),
+            )
         self._mqtt = FleetMqttClient(
             broker.port,
             identities.observer,
@@ -133,18 +147,6 @@ class Supervisor:
             self.state.verifier_pid = self._verifier.pid
         else:
             logger.warning("fleet.no_verifier: devices stay in quarantine until a verdict reaches the broker")
-        for thing in spec.things:
-            self.state.devices[thing] = DeviceRecord(expect_rejection=thing in spec.rejected)
-            self.devices[thing] = DeviceProcess(
-                layout,
-                DeviceLaunch(
-                    thing=thing,
-                    identity=identities.devices[thing],
-                    suite=suite,
-                    broker_port=broker.port,
-                    skip_install=spec.skip_install,
-                ),
-            )
         gate = asyncio.Semaphore(CONCURRENT_STARTS)
 
         async def start(thing: str) -> None:
