@@ -176,7 +176,7 @@ def test_the_status_table_has_a_row_per_device() -> None:
         ],
     }
     table = render_table(status).splitlines()
-    assert table[0] == "fleet /r: running; broker pid 7 on 127.0.0.1:1883"
+    assert table[0] == "fleet /r: running; broker pid 7 on 127.0.0.1:1883; no verifier"
     assert table[2].split() == [
         "vdev-001", "production", "approved", "9", "r1", "2s", "ago", "30", "-0", "OK",
         "EncryptedStore=RUNNING", "[revoked]",

@@ -6,7 +6,8 @@
     gg-virtual fleet chaos restart-broker | offline THING | online THING | kill-nucleus THING | revoke THING
     gg-virtual fleet down [--root DIR]
 
-`--root` defaults to $GG_VIRTUAL_FLEET, then `.virtual-fleet` in the current directory. `up` starts a detached
+`--root` (after `fleet ACTION`, or gg-virtual's own before `fleet`) defaults to $GG_VIRTUAL_FLEET, then
+`.virtual-fleet` in the current directory. `up` starts a detached
 supervisor and returns once every device runs; the other commands find it through the root.
 """
 
@@ -69,7 +70,9 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    layout = FleetLayout.at(args.fleet_root or Path(os.environ.get("GG_VIRTUAL_FLEET", DEFAULT_ROOT)))
+    # `gg-virtual --root DIR fleet ...` works too: the top-level option, when given, names the fleet's root.
+    root = args.fleet_root or getattr(args, "root", None)
+    layout = FleetLayout.at(root or Path(os.environ.get("GG_VIRTUAL_FLEET", DEFAULT_ROOT)))
     try:
         match args.action:
             case "up":

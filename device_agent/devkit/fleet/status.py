@@ -50,6 +50,7 @@ def fleet_status(layout: FleetLayout, *, components: bool = True) -> dict[str, A
         "error": state.error,
         "supervisorPid": state.supervisor_pid,
         "broker": {"pid": state.broker_pid, "port": state.broker_port, "running": alive(state.broker_pid)},
+        "verifier": {"pid": state.verifier_pid, "running": alive(state.verifier_pid)},
         "stateAgeSeconds": _age(state.updated_at, now),
         "devices": devices,
     }
@@ -71,8 +72,10 @@ def render_table(status: dict[str, Any]) -> str:
     broker = status["broker"]
     where = f"pid {broker['pid']} on 127.0.0.1:{broker['port']}" if broker["running"] else "not running"
     error = f"; error: {status['error']}" if status.get("error") else ""
+    verifier = status.get("verifier") or {}
+    checked_by = f"verifier pid {verifier['pid']}" if verifier.get("running") else "no verifier"
     lines = [
-        f"fleet {status['root']}: {status['phase']}; broker {where}{error}",
+        f"fleet {status['root']}: {status['phase']}; broker {where}; {checked_by}{error}",
         (
             f"{'THING':<12} {'GROUP':<11} {'VERDICT':<9} {'NUCLEUS':<13} {'TELEMETRY':<10} {'SEQ':<12} "
             f"{'HEALTH':<9} COMPONENTS"
