@@ -38,8 +38,8 @@ from device_agent.errors import (
 )
 from device_agent.ipc import Qos
 from device_agent.ipc_types import IotCoreConnectionStatus
-from device_agent.messages import Category, Severity
 from device_agent.metrics import Baseline, Sampler, Schedule
+from device_agent.refusals import Destination, Refusals
 from device_agent.store_client import StoreClient
 from telemetry_publisher.budget import Decision, Usage, decide
 from telemetry_publisher.config import TelemetryConfig
@@ -66,7 +66,6 @@ STATE_DIRECTORY_ENV = "TELEMETRY_STATE_DIRECTORY"
 SEQUENCE_FILE = "sequence.json"
 STORE_TIMEOUT = 5.0
 FINAL_SAVE_SECONDS = 1.5
-UNAUTHORIZED_REPORT_SECONDS = 3600.0
 
 
 class TelemetryPublisher(Component[TelemetryConfig]):
@@ -78,9 +77,6 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         self.group_bytes: dict[str, int] = {}
         self.decision: Decision | None = None
         self.baseline_saved = True
-        # Topics the nucleus refused (until a publish there succeeds), and when each was last reported.
-        self.refused_topics: set[str] = set()
-        self.refusals_reported: dict[str, float] = {}
         self.state_due = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -89,6 +85,7 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         config = ctx.config
         self.ctx = ctx
         self.ipc = ctx.ipc
+        self.refusals = Refusals(ctx, "telemetry.publish_unauthorized", what="telemetry")
         self.topic = telemetry_topic(config.topic, ctx.thing_name)
         self.state = StoreClient(ctx.ipc, STATE_NAMESPACE, timeout=STORE_TIMEOUT)
         self.queue = StoreClient(ctx.ipc, SPOOL_NAMESPACE, timeout=STORE_TIMEOUT)
@@ -206,19 +203,20 @@ class TelemetryPublisher(Component[TelemetryConfig]):
             try:
                 await ctx.ipc.publish(config.local_topic, local_message(ctx.thing_name, record))
             except NotAuthorizedError:
-                await self._refused(config.local_topic, "local")
+                await self.refusals.refused(config.local_topic, Destination.LOCAL)
             except DeviceAgentError as error:
                 logger.warning("telemetry.local_not_sent", extra={"error": type(error).__name__})
             else:
-                self.refused_topics.discard(config.local_topic)
+                self.refusals.succeeded(config.local_topic)
         await self.spool.submit(record)
         self.state_due.set()
         self._update_health(ctx)
 
     def _update_health(self, ctx: Context[TelemetryConfig]) -> None:
-        refused = sorted(t for t in {self.topic, ctx.config.local_topic} if t and t in self.refused_topics)
-        if refused:
-            ctx.set_health("DEGRADED", f"not authorized to publish on {', '.join(refused)}")
+        self.refusals.forget_except({self.topic, ctx.config.local_topic})
+        refused = self.refusals.detail()
+        if refused is not None:
+            ctx.set_health("DEGRADED", refused)
         elif not self.spool.stats.store_available:
             ctx.set_health("DEGRADED", "store unavailable: samples kept in memory")
         else:
@@ -254,28 +252,9 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         except NotAuthorizedError:
             # The recipe (or the nucleus's interpolation setting) does not grant the topic: samples are
             # spooled, and an operator must hear of it (an event, the heartbeat), but not once per sample.
-            await self._refused(topic, "iot")
+            await self.refusals.refused(topic, Destination.IOT_CORE)
             raise
-        self.refused_topics.discard(topic)
-
-    async def _refused(self, topic: str, destination: str) -> None:
-        """Report a publish the nucleus refused: a security event and an error, at most hourly per topic."""
-        self.refused_topics.add(topic)
-        now = time.monotonic()
-        last = self.refusals_reported.get(topic)
-        if last is not None and now - last <= UNAUTHORIZED_REPORT_SECONDS:
-            return
-        self.refusals_reported[topic] = now
-        logger.error("telemetry.publish_unauthorized", extra={"topic": topic, "destination": destination})
-        where = "IoT Core" if destination == "iot" else "local pub/sub"
-        await self.ctx.emit_event(
-            "telemetry.publish_unauthorized",
-            category=Category.SECURITY,
-            severity=Severity.CRITICAL,
-            message=f"The nucleus refused telemetry on {where}: the recipe does not grant the topic.",
-            topic=topic,
-            destination=destination,
-        )
+        self.refusals.succeeded(topic)
 
     def _status(self) -> Status:
         usage = self.usage.state
