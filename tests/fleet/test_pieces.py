@@ -56,7 +56,6 @@ def test_an_existing_fleet_keeps_its_specification(tmp_path: Path) -> None:
             telemetry_interval=5.0,
             health_interval=None,
             report_settle=None,
-            skip_install=False,
         )
 
     with pytest.raises(FleetError, match="needs --devices"):

@@ -54,7 +54,6 @@ def add_parser(commands: Any) -> None:
     up.add_argument("--telemetry-interval", type=float, default=None, metavar="S")
     up.add_argument("--health-interval", type=float, default=None, metavar="S")
     up.add_argument("--report-settle", type=float, default=None, metavar="S", help="reporter's first wait")
-    up.add_argument("--skip-install", action="store_true", help="do not run the components' Install steps")
     up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every device")
 
     status = with_root(actions.add_parser("status", help="a table per device (or --json)"))
@@ -109,7 +108,6 @@ def _spec(layout: FleetLayout, args: argparse.Namespace) -> FleetSpec:
         telemetry_interval=args.telemetry_interval,
         health_interval=args.health_interval,
         report_settle=args.report_settle,
-        skip_install=args.skip_install,
     )
     ensure_private_dir(layout.root)
     spec.save(layout.spec_file)

@@ -42,7 +42,6 @@ class DeviceLaunch:
     identity: IssuedIdentity
     suite: BuiltSuite
     broker_port: int
-    skip_install: bool = False
 
 
 class DeviceProcess:
@@ -99,8 +98,6 @@ class DeviceProcess:
             command += ["--merge", f"{name}={version}"]
         if update_config:
             command += ["--update-config", json.dumps(update_config)]
-        if launch.skip_install:
-            command.append("--skip-install")
         return command
 
     async def start(self, components: dict[str, str], update_config: dict[str, Any], timeout: float) -> None:

@@ -33,7 +33,6 @@ class FleetSpec:
     health_interval: float | None = None
     # How long the reporter listens to heartbeats before its first report (None: its default, 65 s).
     report_settle: float | None = None
-    skip_install: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= MAX_DEVICES:

@@ -124,7 +124,6 @@ class Supervisor:
                     identity=identities.devices[thing],
                     suite=suite,
                     broker_port=broker.port,
-                    skip_install=spec.skip_install,
                 ),
             )
         self._mqtt = FleetMqttClient(
