@@ -180,3 +180,39 @@ def test_the_status_table_has_a_row_per_device() -> None:
         "vdev-001", "production", "approved", "9", "r1", "2s", "ago", "30", "-0", "OK",
         "EncryptedStore=RUNNING", "[revoked]",
     ]  # fmt: skip
+
+
+def test_mosquitto_is_installed_from_debian_packages_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from device_agent.devkit.fleet import broker  # noqa: PLC0415
+    from device_agent.devkit.mosquitto import MosquittoNotFoundError  # noqa: PLC0415
+
+    installed: list[list[str]] = []
+    binary = Path("/usr/sbin/mosquitto")
+
+    def find() -> Path:
+        if not any("install" in command for command in installed):
+            raise MosquittoNotFoundError("missing")
+        return binary
+
+    def run(command: list[str], **_options: object) -> subprocess.CompletedProcess[bytes]:
+        installed.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(broker, "find_mosquitto", find)
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert broker.ensure_mosquitto() == binary
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    assert installed[:2] == [
+        [*sudo, "apt-get", "update", "-qq"],
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "mosquitto"],
+    ]
+    assert installed[2] == [*sudo, "systemctl", "stop", "mosquitto"]  # the fleet never uses the system broker
+
+    monkeypatch.setattr(broker, "find_mosquitto", lambda: (_ for _ in ()).throw(MosquittoNotFoundError("x")))
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(FleetError, match="no apt-get"):
+        broker.ensure_mosquitto()
