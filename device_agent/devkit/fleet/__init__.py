@@ -6,10 +6,12 @@ promoted to the production deployment when the verifier approves them. See docs/
     spec        what a fleet is made of (devices, rejected ones, intervals), saved once at `fleet up`
     identity    the CA and every certificate (idempotent: an existing root is reused)
     acl         the broker's ACL, mirroring the production IoT policy
-    broker      the broker with TLS, CRL, ACL and persistent sessions
+    broker      the broker with TLS, CRL, ACL and persistent sessions (and mosquitto installed if missing)
+    mqtt        a small MQTT 5 client over mutual TLS for the fleet's own identities
+    verifier    the verifier service beside the fleet: its policy, registry and process
     components  the quarantine and production component sets and their configuration
     device      one device's nucleus process: start, stop, kill, and its orphans
-    observer    the fleet's MQTT client: telemetry, health, reports and verdicts as they reach the broker
+    observer    what the observer identity sees reach the broker: telemetry, health, reports, verdicts
     state       the fleet's state file (pids, port, groups), read by `fleet status` and `fleet down`
     supervisor  the long-running process that owns the broker and the devices and applies promotions
     control     the supervisor's control socket (chaos, stop)

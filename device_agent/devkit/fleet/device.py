@@ -26,12 +26,12 @@ from device_agent.devkit.fleet.layout import FleetLayout
 from device_agent.devkit.fleet.spec import FleetError
 from device_agent.devkit.pki import IssuedIdentity
 from device_agent.files import ensure_private_dir
+from device_agent.install import CACHE_ENV
 
 logger = logging.getLogger(__name__)
 
 _READY_POLL_S = 0.1
 _STOP_GRACE_S = 10.0  # the nucleus gives each component its own grace period (5 s) when it stops
-CACHE_ENV = "DEVICE_AGENT_ENVIRONMENT_CACHE"  # device_agent.install's shared-environment folder
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
