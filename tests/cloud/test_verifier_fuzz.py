@@ -94,7 +94,7 @@ def test_a_damaged_valid_report_is_refused_or_judged_never_crashes(cut: int, fli
         assert damaged == intact
 
 
-def test_the_verdict_is_published_qos1_retained_and_schema_valid():
+def test_the_verdict_is_published_qos1_retained_and_schema_valid(aws: None):
     subject, _, _ = verifier()
     decision = subject.handle(json.dumps(make_report("t1", FINGERPRINT)).encode())
     assert decision.verdict is not None
