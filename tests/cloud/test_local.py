@@ -151,3 +151,31 @@ def test_local_provisioning_signs_with_the_ca_files(tmp_path: Path):
     assert "BEGIN" not in repr(result)
     with pytest.raises(ProvisioningError, match="cannot load the CA"):
         LocalCaSigner(tmp_path / "none.crt", tmp_path / "none.key")
+
+
+def test_two_writers_on_one_registry_lose_nothing(tmp_path: Path):
+    """The service and a fleet tool share the file: each change is a locked read-modify-replace."""
+    import threading  # noqa: PLC0415
+
+    path = tmp_path / "registry.json"
+    LocalRegistry(path).create_thing_type("kiosk")
+    errors: list[BaseException] = []
+
+    def writer(prefix: str) -> None:
+        registry = LocalRegistry(path)  # its own descriptor: flock serializes it against the other
+        try:
+            for index in range(25):
+                registry.create_thing(f"{prefix}-{index}", "kiosk")
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(prefix,)) for prefix in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    registry = LocalRegistry(path)
+    for prefix in ("a", "b"):
+        for index in range(25):
+            assert registry.describe(f"{prefix}-{index}").thing_type == "kiosk"
