@@ -45,9 +45,10 @@ def test_access_control_grants_exactly_the_stores_topics():
     }
 
 
-def test_run_execs_python_without_privilege():
+def test_run_execs_the_installed_environments_python_without_privilege():
     lifecycle = load()["Manifests"][0]["Lifecycle"]
-    assert lifecycle["Run"]["Script"].startswith("exec python3 ")
+    assert lifecycle["Run"]["Script"] == 'exec "{work:path}/venv/bin/python" -u -m encrypted_store'
+    assert lifecycle["Install"]["RequiresPrivilege"] is False
     assert lifecycle["Run"]["RequiresPrivilege"] is False
     assert lifecycle["Setenv"]["STORE_DIRECTORY"] == "{work:path}/store"
 
