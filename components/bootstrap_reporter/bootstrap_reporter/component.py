@@ -139,12 +139,20 @@ class BootstrapReporter(Component[BootstrapConfig]):
 
     async def _settle(self, ctx: Context[BootstrapConfig]) -> bool:
         """Listen to the suite's heartbeats a while first, so that a restart sees the same components as the
-        run before it (and does not re-report for a list still filling up). True if stopping."""
-        config = ctx.config.components
-        if config.settle_seconds <= 0:
-            return False
-        logger.info("bootstrap.settling", extra={"seconds": config.settle_seconds})
-        return await ctx.sleep(config.settle_seconds)
+        run before it (and does not re-report for a list still filling up); meanwhile keep trying to load
+        the kept state, so that a store slower to start than the reporter does not cost a needless report.
+        True if stopping."""
+        settle = ctx.config.components.settle_seconds
+        logger.info("bootstrap.settling", extra={"seconds": settle})
+        end = time.monotonic() + settle
+        while (left := end - time.monotonic()) > 0:
+            if not self.store_loaded and time.monotonic() >= self.next_store_try:
+                await self._sync_store()
+                continue
+            wait = left if self.store_loaded else min(left, max(0.0, self.next_store_try - time.monotonic()))
+            if await ctx.sleep(wait):
+                return True
+        return ctx.stopping.is_set()
 
     async def _turn(self, ctx: Context[BootstrapConfig]) -> None:
         while self.inbox:
