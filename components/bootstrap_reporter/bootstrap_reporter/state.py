@@ -8,7 +8,7 @@ reporter schedules on the monotonic clock.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bootstrap_reporter.verdict import Verdict, parse_verdict
@@ -20,7 +20,9 @@ STATE_KEY: Final = "state"
 
 @dataclass(frozen=True, kw_only=True)
 class Reported:
-    report: dict[str, Any]  # the report as published: resent unchanged until a verdict names its id
+    # The report as published, resent unchanged until a verdict names its id. Its facts may hold a serial:
+    # never in a repr.
+    report: dict[str, Any] = field(repr=False)
     reported_at: float  # wall clock, seconds since the epoch
     verdict: Verdict | None = None
 
