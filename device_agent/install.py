@@ -43,12 +43,10 @@ from pathlib import Path
 from typing import Final
 
 from device_agent.errors import DeviceAgentError  # standard library only, as this module must be
-from device_agent.precompile import precompile  # the same
 
 LOCK_PATH: Final = Path("requirements") / "device.lock"
 WHEELS_DIR: Final = "wheels"
 ENV_DIR: Final = "venv"
-PYCACHE_DIR: Final = "pycache"  # the recipes' PYTHONPYCACHEPREFIX: {work:path}/pycache
 MARKER: Final = ".device-agent-install.json"
 MARKER_SCHEMA: Final = 1
 CACHE_ENV: Final = "DEVICE_AGENT_ENVIRONMENT_CACHE"
@@ -324,12 +322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = "installed" if built else "already installed, nothing to do"
     mode = "bundled wheels" if paths.wheels.is_dir() else "package index"
     sys.stdout.write(f"device_agent.install: {paths.environment} {state} ({mode})\n")
-    try:  # an optimisation: without it the component compiles its modules at every start
-        compiled = precompile(paths.artifact, paths.work / PYCACHE_DIR)
-    except OSError as e:
-        sys.stderr.write(f"device_agent.install: modules not precompiled: {e.strerror}\n")
-    else:
-        sys.stdout.write(f"device_agent.install: {compiled} modules compiled into {PYCACHE_DIR}/\n")
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import shutil
 import zipfile
 from collections.abc import AsyncIterator
@@ -74,16 +73,7 @@ async def device_on(root: Path, base: Path, **options: Any) -> AsyncIterator[Vir
 
 
 def install_lines(device: VirtualDevice, name: str) -> list[str]:
-    return [
-        line
-        for line in device.log(name).splitlines()
-        if "device_agent.install:" in line and "compiled into" not in line
-    ]
-
-
-def compiled_counts(device: VirtualDevice, name: str) -> list[int]:
-    found = re.findall(r"device_agent\.install: (\d+) modules compiled into pycache/", device.log(name))
-    return [int(count) for count in found]
+    return [line for line in device.log(name).splitlines() if "device_agent.install:" in line]
 
 
 async def test_every_component_installs_offline_into_a_fresh_environment_and_runs(
@@ -122,16 +112,9 @@ async def test_a_restarted_device_finds_the_environment_and_does_not_install_aga
         await device.wait_for_state(STORE, ComponentState.RUNNING, timeout=INSTALL_WAIT)
         lines = install_lines(device, STORE)
         after = marker.stat()
-        compiled = compiled_counts(device, STORE)
-        pycs = list((device.nucleus.work_dir(STORE) / "pycache").rglob("*.pyc"))
     assert [INSTALLED in line for line in lines] == [True, False], lines
     assert SKIPPED in lines[1]
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    # The first Install compiled the component's modules; the second found them current.
-    assert len(compiled) == 2, compiled
-    assert compiled[0] >= 20, compiled
-    assert compiled[1] == 0, compiled
-    assert len(pycs) >= compiled[0]
 
 
 def _interpreter_gone(environment: Path) -> None:
