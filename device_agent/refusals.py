@@ -49,7 +49,11 @@ class _EventSink(Protocol):
 
 
 class Refusals:
-    """Which topics the nucleus refuses a component now, and when each was last reported."""
+    """Which topics the nucleus refuses a component now, and when each was last reported.
+
+    `what` names what was refused in the event's message, `doing` the action in `detail()` ("publish on",
+    "subscribe to").
+    """
 
     def __init__(
         self,
@@ -57,12 +61,14 @@ class Refusals:
         event: str,
         *,
         what: str,
+        doing: str = "publish on",
         report_every: float = REPORT_EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._events = events
         self._event = event
         self._what = what
+        self._doing = doing
         self._report_every = report_every
         self._clock = clock
         self._refused: dict[str, Destination] = {}
@@ -104,4 +110,4 @@ class Refusals:
         """Why the component is DEGRADED because of refusals, or None when nothing is refused."""
         if not self._refused:
             return None
-        return f"not authorized to publish on {', '.join(self.topics)}"
+        return f"not authorized to {self._doing} {', '.join(self.topics)}"

@@ -3,8 +3,8 @@
 Each component runs on the local nucleus with only its own recipe's grants, configured to use a topic the
 recipe does not grant. What "reports" means (security-checks.md GG-7): a `security` event on
 `device-agent/events` (once, not per attempt), an error log line, DEGRADED in its heartbeat, and the
-component keeps RUNNING. The telemetry publisher and the health monitor do all of it; the bootstrap
-reporter logs only, and the tests marked xfail pin what it is missing (docs/security.md).
+component keeps RUNNING. Every component does all of it, through `device_agent.refusals`; the
+bootstrap reporter also retries a refused verdict subscription with capped backoff instead of failing.
 """
 
 from __future__ import annotations
@@ -142,30 +142,32 @@ async def test_the_reporter_refused_its_report_topic_keeps_running_and_logs_it(
         await device.wait_for_state(REPORTER, ComponentState.RUNNING, timeout=60)
         await heartbeats_after(device, REPORTER, 3)
         assert device.state(REPORTER) is ComponentState.RUNNING
-        assert "bootstrap.report_not_sent" in device.log(REPORTER)
-        assert "NotAuthorizedError" in device.log(REPORTER)
+        assert "bootstrap.publish_unauthorized" in device.log(REPORTER)
 
 
 @needs_reporter
-@pytest.mark.xfail(
-    strict=True, reason="the reporter logs a refused report but sends no event and stays RUNNING"
-)
-async def test_the_reporter_refused_its_report_topic_sends_a_security_event_and_degrades(
+async def test_the_reporter_refused_its_report_topic_sends_a_security_event_once_and_degrades(
     start_device, built_suite: Path, tmp_path: Path
 ):
     async with await reporter_with(
         start_device, built_suite, tmp_path, topic="dt/device-agent/{thing}/x"
     ) as device:
-        beats = await heartbeats_after(device, REPORTER, 3)
-        assert any(r.message.get("category") == "security" for r in device.local_messages(EVENTS))
+        topic = f"dt/device-agent/{device.nucleus.thing_name}/x"
+        deadline = time.monotonic() + 60
+        while not events(device, REPORTER, "bootstrap.publish_unauthorized"):
+            assert time.monotonic() < deadline, "no event for the refused report"
+            await asyncio.sleep(0.1)
+        [event] = events(device, REPORTER, "bootstrap.publish_unauthorized")
+        assert (event["category"], event["severity"]) == ("security", "critical")
+        assert event["details"] == {"topic": topic, "destination": "iot"}
+        beats = await heartbeats_after(device, REPORTER, 2)
         assert beats[-1].message["state"] == "DEGRADED"
+        assert topic in beats[-1].message["detail"]
+        assert len(events(device, REPORTER, "bootstrap.publish_unauthorized")) == 1  # resends: no more events
 
 
 @needs_reporter
-@pytest.mark.xfail(
-    strict=True, reason="a refused verdict subscription is fatal: the reporter restarts until BROKEN"
-)
-async def test_the_reporter_refused_its_verdict_topic_keeps_running(
+async def test_the_reporter_refused_its_verdict_topic_keeps_running_reports_it_and_still_reports(
     start_device, built_suite: Path, tmp_path: Path
 ):
     async with await reporter_with(
@@ -179,3 +181,11 @@ async def test_the_reporter_refused_its_verdict_topic_keeps_running(
         assert device.state(REPORTER) is ComponentState.RUNNING
         sequences = [r.message["sequence"] for r in device.local_messages(topic)]
         assert sequences == sorted(set(sequences))  # one process throughout: no restart began again at 1
+        [event] = events(device, REPORTER, "bootstrap.subscribe_unauthorized")
+        assert event["category"] == "security"
+        assert "elsewhere" in event["details"]["topic"]
+        beat = device.local_messages(topic)[-1].message
+        assert beat["state"] == "DEGRADED"
+        assert "subscribe to" in beat["detail"]
+        # Reports still go out: the verifier can see the device even if its verdicts cannot come back.
+        await device.wait_for_published("dt/device-agent/+/bootstrap", timeout=30)

@@ -43,6 +43,7 @@ from device_agent.facts.report import canonical_json, facts_document, facts_hash
 from device_agent.ipc import Qos, Subscription
 from device_agent.ipc_types import IotCoreMessage
 from device_agent.messages import Category, Severity, utc_now
+from device_agent.refusals import Destination, Refusals
 from device_agent.retry import Backoff
 from device_agent.store_client import StoreClient
 
@@ -61,6 +62,7 @@ MAX_REPORT_BYTES: Final = 60 * 1024
 MAX_REPORT_DEPTH: Final = 12
 MAX_REPORT_ELEMENTS: Final = 4000
 STORE_AWAY: Final = "store unavailable: state kept in memory"
+SUBSCRIBE_BACKOFF: Final = Backoff(initial=5.0, maximum=600.0)
 
 
 @dataclasses.dataclass
@@ -90,6 +92,8 @@ class BootstrapReporter(Component[BootstrapConfig]):
         self.next_send: float | None = None
         self.send_delays = Backoff(initial=1.0, maximum=1.0).delays()
         self.verdict_subscription: Subscription[IotCoreMessage] | None = None
+        self.next_subscribe: float | None = None  # when to try the verdict subscription again, if refused
+        self.subscribe_delays = SUBSCRIBE_BACKOFF.delays()
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -97,9 +101,14 @@ class BootstrapReporter(Component[BootstrapConfig]):
         self.ctx = ctx
         self.store = StoreClient(ctx.ipc, STATE_NAMESPACE, timeout=STORE_TIMEOUT)
         self.inventory = Inventory(NAME, self.version)
+        # A topic the recipe does not grant is reported (an event at most hourly, DEGRADED), not fatal.
+        self.report_refusals = Refusals(ctx, "bootstrap.publish_unauthorized", what="the bootstrap report")
+        self.verdict_refusals = Refusals(
+            ctx, "bootstrap.subscribe_unauthorized", what="the subscription to verdicts", doing="subscribe to"
+        )
         await ctx.ipc.subscribe(HEARTBEAT_FILTER, self.inventory.on_heartbeat)
-        await self._subscribe_verdicts(ctx.config)
         ctx.set_health("RUNNING", "collecting facts")
+        await self._subscribe_verdicts(ctx.config)
 
     async def run(self, ctx: Context[BootstrapConfig]) -> None:
         await self._sync_store()
@@ -163,6 +172,8 @@ class BootstrapReporter(Component[BootstrapConfig]):
             self.next_collect = time.monotonic() + ctx.config.collect_interval_seconds
         elif self._periodic_due(ctx.config):
             await self._collect(ctx)
+        if self.next_subscribe is not None and time.monotonic() >= self.next_subscribe:
+            await self._subscribe_verdicts(ctx.config)
         if self.next_send is not None and time.monotonic() >= self.next_send:
             await self._send(ctx)
         if (self.store_dirty or not self.store_loaded) and time.monotonic() >= self.next_store_try:
@@ -173,6 +184,8 @@ class BootstrapReporter(Component[BootstrapConfig]):
         deadlines = [self.next_collect]
         if self.next_send is not None:
             deadlines.append(self.next_send)
+        if self.next_subscribe is not None:
+            deadlines.append(self.next_subscribe)
         if self.store_dirty or not self.store_loaded:
             deadlines.append(self.next_store_try)
         periodic = self._periodic_in(self.ctx.config)
@@ -270,13 +283,20 @@ class BootstrapReporter(Component[BootstrapConfig]):
         if current is None:
             return
         topic = thing_topic(ctx.config.topic, ctx.thing_name)
+        self.report_refusals.forget_except({topic})
         try:
             await ctx.ipc.publish_to_iot_core(topic, canonical_json(current.report), qos=Qos.AT_LEAST_ONCE)
+        except NotAuthorizedError:
+            self.counters.send_failures += 1
+            await self.report_refusals.refused(topic, Destination.IOT_CORE)
+            self._report_health()
         except DeviceAgentError as error:
             self.counters.send_failures += 1
-            level = logging.ERROR if isinstance(error, NotAuthorizedError) else logging.WARNING
-            logger.log(level, "bootstrap.report_not_sent", extra={"error": type(error).__name__})
+            logger.warning("bootstrap.report_not_sent", extra={"error": type(error).__name__})
         else:
+            if self.report_refusals.detail() is not None:
+                self.report_refusals.succeeded(topic)
+                self._report_health()
             self.counters.sends += 1
             logger.info(
                 "bootstrap.report_sent", extra={"report": current.report_id, "sends": self.counters.sends}
@@ -291,7 +311,26 @@ class BootstrapReporter(Component[BootstrapConfig]):
             with contextlib.suppress(DeviceAgentError):
                 await old.close()
         topic = thing_topic(config.verdict_topic, self.ctx.thing_name)
-        self.verdict_subscription = await self.ctx.ipc.subscribe_to_iot_core(topic, self._on_message)
+        self.verdict_refusals.forget_except({topic})
+        try:
+            self.verdict_subscription = await self.ctx.ipc.subscribe_to_iot_core(topic, self._on_message)
+        except NotAuthorizedError:
+            # Reports still go out; verdicts cannot arrive until a deployment fixes the grant or topic.
+            await self.verdict_refusals.refused(topic, Destination.IOT_CORE)
+            self.next_subscribe = time.monotonic() + next(self.subscribe_delays)
+        else:
+            self.next_subscribe = None
+            self.subscribe_delays = SUBSCRIBE_BACKOFF.delays()
+            self.verdict_refusals.succeeded(topic)
+        self._report_health()
+
+    def _report_health(self) -> None:
+        """DEGRADED while the nucleus refuses a topic; otherwise the health the verdict gives."""
+        refused = [r for r in (self.report_refusals.detail(), self.verdict_refusals.detail()) if r]
+        if refused:
+            self.ctx.set_health("DEGRADED", "; ".join(refused))
+        elif self.ctx.health_detail is not None and self.ctx.health_detail.startswith("not authorized"):
+            self._restore_health()
 
     def _on_message(self, message: IotCoreMessage) -> None:
         if len(self.inbox) == self.inbox.maxlen:
