@@ -8,19 +8,21 @@ given criteria must hold. A matcher that matches several processes reports their
 Scanning every process costs a read of each one's command line, so `ProcessFinder` scans only when it
 must: at the first sample, every `rescan_seconds` (a component restarted, a matcher that found nothing),
 and at once after a matched process ended. Command lines never leave this module: only the matcher's
-name is published.
+name is published. A process that another nucleus started (its environment names another IPC socket:
+several virtual devices on one machine) is never counted as this device's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 from device_agent.errors import InvalidInputError
-from device_agent.metrics.source import ProcessInfo, Source
+from device_agent.metrics.source import NUCLEUS_SOCKET_ENV, ProcessInfo, Source
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +71,15 @@ class ProcessFinder:
     """The processes each matcher matches, rescanning only when needed (module docstring)."""
 
     def __init__(
-        self, matchers: Iterable[ProcessMatcher], *, rescan_seconds: float = DEFAULT_RESCAN_SECONDS
+        self,
+        matchers: Iterable[ProcessMatcher],
+        *,
+        rescan_seconds: float = DEFAULT_RESCAN_SECONDS,
+        own_nucleus: str | None = None,
     ) -> None:
         self.matchers = tuple(matchers)
         self.rescan_seconds = rescan_seconds
+        self.own_nucleus = own_nucleus if own_nucleus is not None else os.environ.get(NUCLEUS_SOCKET_ENV)
         self.scans = 0
         self._found: dict[str, list[ProcessRef]] = {}
         self._scanned_at: float | None = None
@@ -87,12 +94,21 @@ class ProcessFinder:
         """A matched process ended: scan again at the next sample."""
         self._scanned_at = None
 
+    def _under_our_nucleus(self, source: Source, process: ProcessInfo) -> bool:
+        """False only for a process known to run under another nucleus: several virtual devices on one
+        machine each run the suite, and each device reports its own. Unknown (no nucleus of our own, the
+        nucleus itself, another user's process) counts as ours, as on a device with one nucleus."""
+        if not self.own_nucleus:
+            return True
+        theirs = source.nucleus_socket(process.pid)
+        return theirs is None or theirs == self.own_nucleus
+
     def _scan(self, source: Source, mono: float) -> None:
         found: dict[str, list[ProcessRef]] = {m.name: [] for m in self.matchers}
         if self.matchers:
             for process in source.processes():
                 for matcher in self.matchers:
-                    if matcher.matches(process):
+                    if matcher.matches(process) and self._under_our_nucleus(source, process):
                         found[matcher.name].append(ProcessRef(process.pid, process.create_time))
         self._found = found
         self._scanned_at = mono

@@ -19,7 +19,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -119,6 +119,11 @@ class Source(Protocol):
     def process_count(self) -> int: ...
     def processes(self) -> Iterator[ProcessInfo]: ...
     def process_stats(self, pid: int, create_time: float) -> ProcessStats: ...
+    def nucleus_socket(self, pid: int) -> str | None: ...
+
+
+# Set by the nucleus for every component it starts; one per nucleus, so it tells devices on one machine apart.
+NUCLEUS_SOCKET_ENV: Final = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
 
 
 @functools.cache
@@ -255,6 +260,16 @@ class PsutilSource:
                 name=str(info.get("name") or ""),
                 cmdline=" ".join(cmdline),
             )
+
+    def nucleus_socket(self, pid: int) -> str | None:
+        """The IPC socket of the nucleus that started `pid` (from its environment), or None if unknown."""
+        psutil = _psutil()
+        try:
+            environment = psutil.Process(pid).environ()
+        except (psutil.Error, OSError):
+            return None  # gone, or another user's: unknown
+        value = environment.get(NUCLEUS_SOCKET_ENV)
+        return str(value) if value else None
 
     def process_stats(self, pid: int, create_time: float) -> ProcessStats:
         psutil = _psutil()

@@ -63,6 +63,7 @@ class FakeSource:
     procs: int = 120
     process_table: list[ProcessInfo] = dataclasses.field(default_factory=list)
     process_readings: dict[int, ProcessStats] = dataclasses.field(default_factory=dict)
+    nucleus_sockets: dict[int, str] = dataclasses.field(default_factory=dict)
     failures: dict[str, BaseException] = dataclasses.field(default_factory=dict)
     scans: int = 0
 
@@ -127,6 +128,9 @@ class FakeSource:
         self._check("processes")
         self.scans += 1
         yield from self.process_table
+
+    def nucleus_socket(self, pid: int) -> str | None:
+        return self.nucleus_sockets.get(pid)
 
     def process_stats(self, pid: int, create_time: float) -> ProcessStats:
         self._check("process_stats")
