@@ -213,6 +213,25 @@ async def test_usage_is_saved_at_most_once_a_minute_and_survives_a_restart():
     assert store.saves == 2
 
 
+async def test_totals_never_roll_over_and_messages_carry_them_as_last_persisted():
+    wall, mono = Wall(at("2026-11-30T23:59:00")), Wall(0.0)
+    store = MemoryState()
+    usage = Usage(wall=wall, clock=mono)
+    usage.add(dropped=3, expired=1, backfilled=7)
+    assert usage.reported.dropped_total == 0  # not persisted yet: a crash now would forget it
+    assert await usage.save_if_due(store)
+    assert (usage.reported.dropped_total, usage.reported.expired_total) == (3, 1)
+    wall.now = at("2026-12-01T00:00:30")
+    usage.add(dropped=2)
+    assert (usage.state.dropped, usage.state.dropped_total) == (2, 5)  # a new day; the total goes on
+    assert usage.reported.dropped_total == 3
+    crashed = Usage(wall=wall, clock=mono)  # the process dies before the next save
+    await crashed.load(store)
+    assert crashed.reported.dropped_total == 3  # what messages said, not less
+    assert crashed.state.backfilled_total == 7
+    assert crashed.state.dropped == 0  # yesterday's day count rolled over
+
+
 async def test_an_unreadable_usage_state_starts_from_zero():
     usage = Usage(wall=Wall(NOON))
     await usage.load(MemoryState(b"{broken"))

@@ -11,16 +11,17 @@ import asyncio
 import json
 import random
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from telemetry_publisher.budget import Usage
 from telemetry_publisher.payload import Packer, Status, encode_sample
-from telemetry_publisher.sink import MessageSink
+from telemetry_publisher.sink import MessageSink, current_status
 from telemetry_publisher.spool import Outcome, Spool, SpoolSettings
 
 from device_agent.errors import TimedOutError
-from tests.telemetry.fakes import FakeIoTCore, MemoryQueue, VirtualTime
+from tests.telemetry.fakes import FakeIoTCore, MemoryQueue, MemoryState, VirtualTime
 from tests.telemetry.schemas import telemetry_validator
 
 
@@ -57,17 +58,7 @@ class Rig:
         self.seq = 0
 
     def status(self) -> Status:
-        state, stats = self.usage.state, self.spool.stats
-        return Status(
-            day=state.day,
-            sent_bytes=state.day_bytes,
-            dropped=state.dropped,
-            expired=state.expired,
-            backfilled=state.backfilled,
-            backlog=stats.backlog,
-            memory=stats.memory,
-            store_unavailable=not stats.store_available,
-        )
+        return current_status(self.usage, self.spool.stats)
 
     def record(self, at: float | None = None) -> bytes:
         self.seq += 1
@@ -128,6 +119,32 @@ async def test_a_long_outage_delivers_every_sample_within_the_cap_in_order_and_c
     telemetry_validator().validate(last)
     assert last["counters"]["dropped"] == 150
     assert last["backfill"] is True
+
+
+async def test_drops_of_an_outage_that_crosses_midnight_are_reported_after_it_in_the_totals():
+    rig = Rig(cap=100, batch_size=20)
+    rig.time.wall_offset = datetime(2026, 11, 30, 22, 0, tzinfo=UTC).timestamp() - rig.time.mono
+    saved = MemoryState()
+    await rig.spool.open()
+    rig.spool.set_connected(False)
+    for _ in range(250):  # 250 minutes offline: from 22:00 to 02:10 the next day
+        await rig.tick(60.0)
+        await rig.usage.save_if_due(saved)  # as the component does after each sample
+    assert rig.usage.state.day == "2026-12-01"
+    dropped_today = rig.usage.state.dropped
+    assert 0 < dropped_today < 150  # most of the drops happened yesterday
+    rig.spool.set_connected(True)
+    await rig.drain_all()
+    assert backfilled_seqs(rig.iot) == list(range(151, 251))
+    for message in rig.iot.messages:
+        telemetry_validator().validate(message)
+        assert message["counters"]["day"] == "2026-12-01"
+        assert message["counters"]["dropped"] == dropped_today
+        assert message["counters"]["droppedTotal"] == 150  # yesterday's drops too
+    # A restart (or a crash) reloads the totals: they never go back.
+    again = Usage(wall=rig.time.wall, clock=rig.time.clock)
+    await again.load(saved)
+    assert again.reported.dropped_total == 150
 
 
 async def test_a_publish_failure_spools_the_sample_and_the_drain_sends_it_later():

@@ -1,8 +1,14 @@
 """What the publisher sent, per UTC day and month, and an optional byte budget that lowers resolution.
 
 `Usage` counts payload bytes and messages sent, and the samples dropped, expired and backfilled, per UTC
-day (and bytes and messages per UTC month). Its state is a small JSON value persisted through a
-`StateStore` (`save_if_due` writes it at most once a minute, so a crash forgets at most a minute of counts).
+day (and bytes and messages per UTC month), and the samples dropped, expired and backfilled since the
+device's first sample (the totals). Its state is a small JSON value persisted through a `StateStore`
+(`save_if_due` writes it at most once a minute, so a crash forgets at most a minute of counts).
+
+Drops happen while offline, so the day's counts alone would lose them: an outage that crosses midnight
+drops samples on a day whose messages never went out. The totals never roll over, and messages carry them
+as last persisted (`reported`), so a consumer sees every loss once a message gets through, and a total
+never goes back, not even after a crash.
 
 `decide()` is the budget, a pure function of the settings, the usage and the time. Without a budget it
 returns the configured interval and groups. With one, it projects what the rest of the period would cost
@@ -112,9 +118,12 @@ class UsageState:
     month: str = ""
     month_bytes: int = 0
     month_messages: int = 0
+    dropped_total: int = 0  # since the first sample: never rolled over
+    expired_total: int = 0
+    backfilled_total: int = 0
 
     def rolled(self, now: float) -> UsageState:
-        """This state as of `now`: a new UTC day (or month) starts its counts from zero."""
+        """This state as of `now`: a new UTC day (or month) starts its counts from zero (not the totals)."""
         state = self
         day, month = day_key(now), month_key(now)
         if state.day != day:
@@ -168,6 +177,7 @@ class Usage:
     ) -> None:
         self._wall, self._clock = wall, clock
         self._state = (state or UsageState()).rolled(wall())
+        self._reported = self._state  # as last persisted (or loaded): what messages carry as totals
         self._dirty = False
         self._saved_at: float | None = None
 
@@ -190,9 +200,21 @@ class Usage:
     def add(self, *, dropped: int = 0, expired: int = 0, backfilled: int = 0) -> None:
         s = self.state
         self._state = dataclasses.replace(
-            s, dropped=s.dropped + dropped, expired=s.expired + expired, backfilled=s.backfilled + backfilled
+            s,
+            dropped=s.dropped + dropped,
+            expired=s.expired + expired,
+            backfilled=s.backfilled + backfilled,
+            dropped_total=s.dropped_total + dropped,
+            expired_total=s.expired_total + expired,
+            backfilled_total=s.backfilled_total + backfilled,
         )
         self._dirty = True
+
+    @property
+    def reported(self) -> UsageState:
+        """The state as last persisted (or loaded): its totals are what messages carry. Never ahead of what
+        a restart reloads, so a total a consumer saw never goes back (at most a minute behind the counts)."""
+        return self._reported
 
     async def load(self, store: StateStore) -> None:
         """Continue from the persisted state; a missing or unreadable one starts from zero (logged)."""
@@ -203,6 +225,8 @@ class Usage:
             self._state = UsageState.from_bytes(data).rolled(self._wall())
         except InvalidInputError:
             logger.warning("usage.state_unreadable")
+            return
+        self._reported = self._state
 
     async def save_if_due(self, store: StateStore, *, force: bool = False) -> bool:
         """Persist if something changed and the last save is a minute old (or `force`); True if saved."""
@@ -211,8 +235,9 @@ class Usage:
             return False
         if not force and self._saved_at is not None and now - self._saved_at < SAVE_EVERY_SECONDS:
             return False
-        await store.save(self.state.to_bytes())
-        self._dirty, self._saved_at = False, now
+        state = self.state
+        await store.save(state.to_bytes())
+        self._dirty, self._saved_at, self._reported = False, now, state
         return True
 
 

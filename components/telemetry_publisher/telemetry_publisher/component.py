@@ -53,7 +53,7 @@ from telemetry_publisher.payload import (
     telemetry_topic,
 )
 from telemetry_publisher.sequence import SequenceAllocator, encode_reservation
-from telemetry_publisher.sink import MessageSink
+from telemetry_publisher.sink import MessageSink, current_status
 from telemetry_publisher.spool import Spool
 from telemetry_publisher.state import StoredValue
 
@@ -257,19 +257,8 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         self.refusals.succeeded(topic)
 
     def _status(self) -> Status:
-        usage = self.usage.state
-        spool = self.spool.stats
-        return Status(
-            day=usage.day,
-            sent_bytes=usage.day_bytes,
-            dropped=usage.dropped,
-            expired=usage.expired,
-            backfilled=usage.backfilled,
-            backlog=spool.backlog,
-            memory=spool.memory,
-            store_unavailable=not spool.store_available,
-            degraded=None if self.decision is None else self.decision.degraded,
-        )
+        degraded = None if self.decision is None else self.decision.degraded
+        return current_status(self.usage, self.spool.stats, degraded)
 
     async def _follow_connection(self, ctx: Context[TelemetryConfig]) -> None:
         def on_status(status: IotCoreConnectionStatus) -> None:

@@ -1,7 +1,8 @@
 """The telemetry message format (schema `telemetry/1`, docs/schemas/telemetry.schema.json).
 
     {"schema":"telemetry/1","thing":"pump-7","sentAt":1795528090.512,
-     "counters":{"day":"2026-11-25","sentB":48213,"dropped":3,"backfilled":120},
+     "counters":{"day":"2026-11-25","sentB":48213,"dropped":3,"backfilled":120,
+                 "droppedTotal":1450,"backfilledTotal":20730},
      "backfill":true,
      "degraded":{"reason":"budget","level":"interval","intervalS":60,"omitted":[]},
      "spool":{"backlog":8000,"memory":0,"storeUnavailable":false},
@@ -112,6 +113,9 @@ class Status:
     dropped: int = 0
     expired: int = 0
     backfilled: int = 0
+    dropped_total: int = 0
+    expired_total: int = 0
+    backfilled_total: int = 0
     backlog: int = 0
     memory: int = 0
     store_unavailable: bool = False
@@ -145,6 +149,9 @@ class Packer:
         for key in ("dropped", "expired", "backfilled"):
             if value := getattr(status, key):
                 counters[key] = value
+        for key in ("dropped", "expired", "backfilled"):
+            if value := getattr(status, f"{key}_total"):
+                counters[f"{key}Total"] = value
         header: dict[str, Any] = {
             "schema": SCHEMA,
             "thing": self.thing,

@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from telemetry_publisher.budget import Usage
-from telemetry_publisher.payload import Packer, Status
+from telemetry_publisher.payload import Degraded, Packer, Status
+from telemetry_publisher.spool import SpoolStats
 
 logger = logging.getLogger(__name__)
 
@@ -42,3 +43,22 @@ class MessageSink:
         if self._usage is not None:
             self._usage.add_sent(len(message.payload))
         return message.count
+
+
+def current_status(usage: Usage, spool: SpoolStats, degraded: Degraded | None = None) -> Status:
+    """What a message built now says: today's counts, the totals as last persisted, the spool's state."""
+    today, totals = usage.state, usage.reported
+    return Status(
+        day=today.day,
+        sent_bytes=today.day_bytes,
+        dropped=today.dropped,
+        expired=today.expired,
+        backfilled=today.backfilled,
+        dropped_total=totals.dropped_total,
+        expired_total=totals.expired_total,
+        backfilled_total=totals.backfilled_total,
+        backlog=spool.backlog,
+        memory=spool.memory,
+        store_unavailable=not spool.store_available,
+        degraded=degraded,
+    )
