@@ -5,6 +5,9 @@
     <dir>/store.db.corrupt-<UTC stamp>[-wal|-shm]    a store that failed its checks, kept for forensics
     <dir>/store.key.corrupt-<UTC stamp>              a key file that failed its check
 
+A set-aside database opens with the store's key-encryption key, so it still yields the records of every
+namespace it held: a wipe destroys it (`destroy_corrupt`: overwritten with zeros, synced, unlinked).
+
 Only these exact names are ever touched: no glob over `*-wal` could delete another database's hot journal.
 Our descriptors on the database are all closed before SQLite opens it (closing any descriptor on a file
 releases that process's POSIX locks on it, SQLite's included).
@@ -19,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from device_agent.errors import StorageError
+from device_agent.errors import DeviceAgentError, StorageError
 from device_agent.fileio import OS_FILE_IO, FileIO
 from device_agent.files import open_private
 
@@ -27,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 SIDE_SUFFIXES = ("-wal", "-shm")
 CORRUPT_MARK = ".corrupt-"
+_ZERO_CHUNK = 1 << 20
 
 
 def database_files(path: Path) -> list[Path]:
@@ -100,6 +104,55 @@ def prune_corrupt(directory: Path, names: tuple[str, ...], keep: int, *, io: Fil
         _sync_dir(fs, directory)
         logger.info("store.corrupt_copies_removed", extra={"files": removed})
     return removed
+
+
+def destroy_corrupt(path: Path, *, io: FileIO | None = None) -> int:
+    """Destroy every set-aside copy of the database `path` (with its -wal and -shm); returns how many copies.
+
+    Each file is overwritten with zeros and synced before it is unlinked, so its wrapped data keys do not
+    stay in the file system's free blocks (flash wear-levelling may still keep old blocks: the threat model
+    says so). A file that is not a private regular file of ours (a planted link) is only unlinked.
+    """
+    fs = io if io is not None else OS_FILE_IO
+    directory = path.parent
+    try:
+        entries = fs.listdir(directory)
+    except OSError as error:
+        raise StorageError(f"list {directory}: {error.strerror}", errno_value=error.errno) from error
+    prefix = path.name + CORRUPT_MARK
+    mine = sorted(entry for entry in entries if entry.startswith(prefix))
+    for entry in mine:
+        _zero(fs, directory / entry)
+        try:
+            fs.unlink(directory / entry)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise StorageError(f"unlink {entry}: {error.strerror}", errno_value=error.errno) from error
+    if mine:
+        _sync_dir(fs, directory)
+    return len({_stem(entry) for entry in mine})
+
+
+def _zero(fs: FileIO, file: Path) -> None:
+    """Overwrite a private regular file with zeros and sync it; anything else is left for unlink alone."""
+    try:
+        fd = open_private(file, create=False, io=fs)
+    except (DeviceAgentError, FileNotFoundError):
+        return
+    try:
+        remaining = fs.fstat(fd).st_size
+        zeros = bytes(min(remaining, _ZERO_CHUNK))
+        while remaining > 0:
+            written = fs.write(fd, memoryview(zeros)[: min(remaining, len(zeros))])
+            if written <= 0:
+                raise OSError(errno.EIO, "write made no progress")
+            remaining -= written
+        fs.fsync(fd)
+    except OSError as error:
+        raise StorageError(f"overwrite {file.name}: {error.strerror}", errno_value=error.errno) from error
+    finally:
+        fs.close(fd)
 
 
 def remove_database(path: Path, *, io: FileIO | None = None) -> None:

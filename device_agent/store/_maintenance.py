@@ -5,8 +5,9 @@ and deletes an old key only at the end of a pass, once no record uses it. An int
 (error, kill, power cut) leaves every record sealed under its old key or its new one, both readable.
 
 Erase deletes data keys first (in the same transaction as the records): from that commit on, no copy of
-the records' pages, wherever it lingers, can be opened. With `secure_delete` the freed cells are zeroed,
-and the WAL is checkpointed and truncated so old page images do not stay in it.
+the records' pages in this database, wherever it lingers, can be opened. With `secure_delete` the freed
+cells are zeroed, and the WAL is checkpointed and truncated so old page images do not stay in it. A copy
+that recovery set aside still holds the keys wrapped under the same KEK: erase destroys those copies too.
 """
 
 from __future__ import annotations
@@ -113,8 +114,14 @@ class Maintenance(StoreBase):
             if step.complete:
                 return total
 
-    def erase_namespace(self, namespace: str) -> None:
-        """Crypto-erase `namespace`: its data keys and records go in one transaction; the WAL is truncated."""
+    def erase_namespace(self, namespace: str) -> int:
+        """Crypto-erase `namespace`: its data keys and records go in one transaction, the WAL is truncated,
+        and every set-aside copy of the database is destroyed; returns how many copies were.
+
+        A copy set aside by recovery holds the namespace's data keys wrapped under the same KEK, so salvage
+        would still open its records: a namespace is not erased while such a copy exists. The copies of the
+        other namespaces go with it (reported as `store.corrupt_copies_destroyed`).
+        """
         ns = check_namespace(namespace)
         with self._lock:
             with self._write():
@@ -123,7 +130,11 @@ class Maintenance(StoreBase):
                 self._keyring.forget(ns)
                 self._usage.pop(ns, None)
             self._checkpoint()
+            copies = _files.destroy_corrupt(self._path)
             logger.warning("store.namespace_erased", extra={"namespace": ns})
+            if copies:
+                self._report("store.corrupt_copies_destroyed", logging.WARNING, namespace=ns, copies=copies)
+            return copies
 
     def erase_all(self) -> None:
         """Crypto-erase the store: every data key, then the KEK, then the files. The store is closed after."""
@@ -137,6 +148,9 @@ class Maintenance(StoreBase):
             self._db.close()
             self._kek_source.destroy()
             _files.remove_database(self._path)
+            # Overwritten, not only unlinked: with a KEK from a secret, the copies' keys are still wrapped
+            # under a KEK that lives on.
+            _files.destroy_corrupt(self._path)
             _files.prune_corrupt(self._path.parent, self._side_names(), keep=0)
             logger.warning("store.erased", extra={"path": str(self._path)})
 

@@ -13,8 +13,11 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from device_agent.errors import IntegrityError, InvalidInputError, NotFoundError, UnsafeFileError
+from device_agent.fileio import OsFileIO, StrPath
 from device_agent.store import KeyFile, SecretKekSource, Store, StoreEvent, _crypto, _records
-from device_agent.store._keys import KEY_FILE_BYTES, KEY_FILE_MAGIC
+from device_agent.store._db import Sqlite3Driver
+from device_agent.store._keys import KEY_FILE_BYTES, KEY_FILE_MAGIC, KeyEncryptionKey
+from device_agent.store._salvage import Salvaged, SalvageReport, salvage
 from tests.store.conftest import raw_db, secret_kek
 
 IS_ROOT = os.geteuid() == 0
@@ -255,6 +258,74 @@ def test_erase_namespace_destroys_its_keys_and_leaves_no_trace(open_store, store
     assert set(keys_before) - set(remaining)
     for material in set(keys_before.values()) - set(remaining.values()):
         assert material not in content
+
+
+def salvage_every_copy(directory: Path, kek: KeyEncryptionKey) -> list[Salvaged]:
+    """What salvage gets, with the store's KEK, from every set-aside copy left in `directory`."""
+    found: list[Salvaged] = []
+    for copy in sorted(directory.glob("store.db.corrupt-*")):
+        if not copy.name.endswith(("-wal", "-shm")):
+            found += salvage(copy, kek, Sqlite3Driver, 0.0, SalvageReport())
+    return found
+
+
+def test_erase_namespace_destroys_the_copies_recovery_set_aside(open_store, store_dir):
+    """A copy moved aside by recovery holds the namespace's keys wrapped under the same KEK: before the
+    fix, salvage of that copy still gave the erased namespace's records."""
+    store = open_store()
+    store.put("a", "k", b"kept in a")
+    store.put("b", "k", b"secret of b")
+    store.close()
+    with raw_db(store_dir / "store.db") as connection:
+        connection.execute("PRAGMA user_version=1")  # an unsupported format: the next open recovers
+    events: list[StoreEvent] = []
+    store = open_store(on_event=events.append)
+    assert [e.name for e in events] == ["store.corrupt_replaced"]
+    kek = KeyFile(store_dir / "store.key").load()
+    assert {item.value for item in salvage_every_copy(store_dir, kek)} == {b"kept in a", b"secret of b"}
+    copies = sorted(p.name for p in store_dir.iterdir() if ".corrupt-" in p.name)
+    assert copies
+    sizes = {name: (store_dir / name).stat().st_size for name in copies}
+    zeroed: list[bytes] = []
+    real_unlink = OsFileIO.unlink
+
+    def spy_unlink(io: OsFileIO, path: StrPath) -> None:
+        if ".corrupt-" in str(path):
+            zeroed.append(Path(path).read_bytes())
+        real_unlink(io, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(OsFileIO, "unlink", spy_unlink)
+        assert store.erase_namespace("b") == 1
+    assert [e.name for e in events[1:]] == ["store.corrupt_copies_destroyed"]
+    assert events[-1].details == {"namespace": "b", "copies": 1}
+    assert not [p for p in store_dir.iterdir() if ".corrupt-" in p.name]
+    assert salvage_every_copy(store_dir, kek) == []
+    # Each file was overwritten with zeros, whole, before it was unlinked.
+    assert sorted(len(content) for content in zeroed) == sorted(sizes.values())
+    assert all(content == bytes(len(content)) for content in zeroed)
+    assert store.get("a", "k") == b"kept in a"
+    store.close()
+    everything = b"".join(p.read_bytes() for p in store_dir.iterdir())
+    assert b"secret of b" not in everything
+
+
+def test_erase_namespace_without_set_aside_copies_reports_none(open_store):
+    events: list[StoreEvent] = []
+    store = open_store(on_event=events.append)
+    store.put("b", "k", b"v")
+    assert store.erase_namespace("b") == 0
+    assert events == []
+
+
+def test_erase_namespace_unlinks_a_planted_link_without_following_it(open_store, store_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not the store's")
+    store = open_store()
+    (store_dir / "store.db.corrupt-20260101T000000.000000Z").symlink_to(outside)
+    assert store.erase_namespace("b") == 1
+    assert outside.read_bytes() == b"not the store's"
+    assert not [p for p in store_dir.iterdir() if ".corrupt-" in p.name]
 
 
 def test_erase_all_removes_keys_and_files_and_nothing_opens_a_copy(open_store, store_dir, tmp_path):
