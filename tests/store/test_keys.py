@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import logging
 import os
@@ -85,6 +86,42 @@ def test_key_file_of_another_owner_is_refused(tmp_path):
     os.chown(tmp_path / "k", 65534, 65534)
     with pytest.raises(UnsafeFileError):
         KeyFile(tmp_path / "k").load()
+
+
+class ForeignOwnerIO(OsFileIO):
+    """The real file system, except that every file's owner reads as another user: the owner check, as any
+    user can run it (giving a file away needs root)."""
+
+    OTHER_UID = os.geteuid() + 1
+
+    def _foreign(self, st: os.stat_result) -> os.stat_result:
+        fields = list(st[:10])
+        fields[stat.ST_UID] = self.OTHER_UID
+        return os.stat_result(fields)
+
+    def fstat(self, fd: int) -> os.stat_result:
+        return self._foreign(super().fstat(fd))
+
+    def stat(self, path: StrPath) -> os.stat_result:
+        return self._foreign(super().stat(path))
+
+    def lstat(self, path: StrPath) -> os.stat_result:
+        return self._foreign(super().lstat(path))
+
+
+def test_key_file_of_another_owner_is_refused_through_the_file_seam(tmp_path, store_dir):
+    KeyFile(tmp_path / "k").load()
+    with pytest.raises(UnsafeFileError, match=f"owned by uid {ForeignOwnerIO.OTHER_UID}") as refused:
+        KeyFile(tmp_path / "k", io=ForeignOwnerIO()).load()
+    assert refused.value.errno == errno.EPERM
+    with pytest.raises(UnsafeFileError):  # nor is a key another user owns destroyed in its place
+        KeyFile(tmp_path / "k", io=ForeignOwnerIO()).destroy()
+    KeyFile(tmp_path / "k").load()  # refused, not replaced: the file is still there and valid
+    # A store given such a key file refuses to open rather than set it aside and make its own.
+    with pytest.raises(UnsafeFileError):
+        Store.open(store_dir, kek=KeyFile(tmp_path / "k", io=ForeignOwnerIO()))
+    assert (tmp_path / "k").exists()
+    assert not list(tmp_path.glob("k.corrupt-*"))
 
 
 def test_store_refuses_an_unsafe_key_file_instead_of_replacing_it(open_store, store_dir):
