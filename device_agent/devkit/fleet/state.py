@@ -20,7 +20,8 @@ SCHEMA = "virtual-fleet-state/1"
 @dataclass
 class DeviceRecord:
     pid: int | None = None
-    group: str = QUARANTINE_GROUP
+    group: str = QUARANTINE_GROUP  # the group whose deployment the device runs
+    wanted_group: str = QUARANTINE_GROUP  # the group its last verdict names (the keeper deploys it)
     components: list[str] = field(default_factory=list)
     restarts: int = 0
     revoked: bool = False
@@ -28,6 +29,7 @@ class DeviceRecord:
     expect_rejection: bool = False
     promoted_at: float | None = None
     last_error: str | None = None
+    group_change_failures: int = 0
 
 
 @dataclass

@@ -26,6 +26,8 @@ def fleet_status(layout: FleetLayout, *, components: bool = True) -> dict[str, A
         row: dict[str, Any] = {
             "thing": thing,
             "group": record.group,
+            "wantedGroup": record.wanted_group,
+            "groupChangeFailures": record.group_change_failures,
             "verdict": seen.get("verdict"),
             "verdictReason": seen.get("verdictReason"),
             "nucleus": {"pid": record.pid, "running": running, "restarts": record.restarts},

@@ -7,6 +7,12 @@ It keeps `<root>/state.json` current (pids, port, groups, observations), restart
 without being asked to (after ending the components it left behind), applies the production deployment when
 a verdict approves a device (and the quarantine one when a verdict demotes it), and serves chaos commands on
 `<root>/fleet.socket`. SIGTERM or the `stop` command stops everything it started, devices first.
+
+Group changes are desired state, as in Greengrass: a verdict sets the group a device should be in, and a
+keeper task per device deploys that group's set whenever it differs from what the device runs: after the
+verdict, and after every (re)start of the device's nucleus. A deployment that fails (the nucleus is down,
+restarting, or refuses it) is retried with capped, jittered backoff; one device's failure never ends the
+fleet.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from device_agent import retry
+from device_agent.devkit.errors import DevkitError
 from device_agent.devkit.fleet import components as parts
 from device_agent.devkit.fleet.broker import fleet_broker
 from device_agent.devkit.fleet.components import (
@@ -54,6 +61,10 @@ DEVICE_START_TIMEOUT_S = 120.0
 CONCURRENT_STARTS = 4  # nucleus start-ups at once: each imports, builds a venv or not, and deploys
 OBSERVER_SESSION_S = 24 * 3600
 RESTART_BACKOFF = Backoff(initial=1.0, maximum=60.0)
+GROUP_BACKOFF = Backoff(initial=0.5, maximum=30.0)
+# What a device's control socket can fail with: ControlError and FleetError (both DevkitError), a socket
+# error, or a reply that is not JSON.
+DEVICE_FAILURES = (DevkitError, OSError, ValueError)
 
 
 class Supervisor:
@@ -64,7 +75,10 @@ class Supervisor:
         self.devices: dict[str, DeviceProcess] = {}
         self.observer = Observer(on_verdict=self._on_verdict)
         self._stop = asyncio.Event()
-        self._group_changes: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        # Wakes a device's keeper: its wanted group changed, or its nucleus (re)started.
+        self._group_changed: dict[str, asyncio.Event] = {}
+        # Held while a device's nucleus starts or deploys: a deployment never races a restart.
+        self._device_locks: dict[str, asyncio.Lock] = {}
         self._identities: FleetIdentities | None = None
         self._broker: MosquittoBroker | None = None
         self._sets: ComponentSets | None = None
@@ -86,8 +100,7 @@ class Supervisor:
             self._save()
             logger.info("fleet.running devices=%d", len(self.devices))
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._watch_devices(tasks))
-                tasks.create_task(self._apply_group_changes())
+                self.watch_devices(tasks)
                 await self._stop.wait()
                 raise _Stopping
         except* _Stopping:
@@ -116,16 +129,10 @@ class Supervisor:
         # Before the observer subscribes: a verdict the broker kept (retained) from an earlier run arrives at
         # once, and must find its device (then it is applied once the devices run).
         for thing in spec.things:
-            self.state.devices[thing] = DeviceRecord(expect_rejection=thing in spec.rejected)
-            self.devices[thing] = DeviceProcess(
-                layout,
-                DeviceLaunch(
-                    thing=thing,
-                    identity=identities.devices[thing],
-                    suite=suite,
-                    broker_port=broker.port,
-                ),
+            launch = DeviceLaunch(
+                thing=thing, identity=identities.devices[thing], suite=suite, broker_port=broker.port
             )
+            self.add_device(thing, DeviceProcess(layout, launch))
         self._mqtt = FleetMqttClient(
             broker.port,
             identities.observer,
@@ -156,6 +163,12 @@ class Supervisor:
             for thing in spec.things:
                 tasks.create_task(start(thing))
 
+    def add_device(self, thing: str, device: DeviceProcess) -> None:
+        self.state.devices[thing] = DeviceRecord(expect_rejection=thing in self.spec.rejected)
+        self.devices[thing] = device
+        self._group_changed[thing] = asyncio.Event()
+        self._device_locks[thing] = asyncio.Lock()
+
     async def _start_device(self, thing: str) -> None:
         record = self.state.devices[thing]
         assert self._sets is not None  # noqa: S101 - set in _start_all before any device starts
@@ -165,6 +178,7 @@ class Supervisor:
         )
         record.pid, record.components, record.offline = self.devices[thing].pid, list(wanted), False
         self._save()
+        self._group_changed[thing].set()  # a verdict that came while it was down is applied now
 
     def _configuration(self, thing: str, group: str) -> dict[str, Any]:
         return parts.configuration(self.spec, group, self.devices[thing].launch.identity.cert)
@@ -191,6 +205,13 @@ class Supervisor:
 
     # -- background work ----------------------------------------------------------------------------------
 
+    def watch_devices(self, tasks: asyncio.TaskGroup) -> None:
+        """The devices' background work, in `tasks`: the watcher that restarts a dead nucleus, and the
+        keeper of each device's group."""
+        tasks.create_task(self._watch_devices(tasks))
+        for thing in self.devices:
+            tasks.create_task(self._keep_group(thing))
+
     async def _watch_devices(self, tasks: asyncio.TaskGroup) -> None:
         """Restart a nucleus that died on its own (each in a task of its own); save the state every second."""
         while True:
@@ -210,12 +231,14 @@ class Supervisor:
         try:
             while True:
                 try:
-                    await device.end_orphans()
-                    await self._start_device(thing)
-                except FleetError as exc:
+                    async with self._device_locks[thing]:
+                        await device.end_orphans()
+                        await self._start_device(thing)
+                except DEVICE_FAILURES as exc:
                     record.last_error = str(exc)
                     logger.warning("fleet.device_restart_failed thing=%s error=%s", thing, exc)
-                    await device.stop()  # a half-started nucleus, if any
+                    with contextlib.suppress(*DEVICE_FAILURES):
+                        await device.stop()  # a half-started nucleus, if any
                     await retry.sleep(next(delays))
                 else:
                     return
@@ -229,21 +252,34 @@ class Supervisor:
         group = verdict.get("group")
         if group not in {QUARANTINE_GROUP, PRODUCTION_GROUP}:
             group = PRODUCTION_GROUP if verdict.get("verdict") == "approved" else None
-        if group is not None and group != record.group:
-            self._group_changes.put_nowait((thing, group))
+        if group is not None:
+            record.wanted_group = group
+            self._group_changed[thing].set()
 
-    async def _apply_group_changes(self) -> None:
-        """Deploy the set of the device's new group, as Greengrass does after the thing-group move."""
+    def _deployable(self, thing: str) -> bool:
+        return thing not in self._restarting and self.devices[thing].running
+
+    async def _keep_group(self, thing: str) -> None:
+        """Deploy the set of the group the device should be in whenever it runs another, as Greengrass does
+        after a thing-group move; a failure is retried with capped, jittered backoff until it succeeds, the
+        wanted group changes back, or the nucleus goes down (its restart wakes this task again)."""
+        record, changed = self.state.devices[thing], self._group_changed[thing]
         while True:
-            thing, group = await self._group_changes.get()
-            record = self.state.devices[thing]
-            if group == record.group:
-                continue
-            try:
-                await self._move(thing, group)
-            except FleetError as exc:
-                record.last_error = str(exc)
-                logger.warning("fleet.group_change_failed thing=%s group=%s error=%s", thing, group, exc)
+            await changed.wait()
+            changed.clear()
+            delays = GROUP_BACKOFF.delays()
+            while (group := record.wanted_group) != record.group:
+                try:
+                    async with self._device_locks[thing]:
+                        if not self._deployable(thing):
+                            break  # the restart deploys its group, then wakes this task again
+                        await self._move(thing, group)
+                except DEVICE_FAILURES as exc:
+                    record.last_error = str(exc)
+                    record.group_change_failures += 1
+                    logger.warning("fleet.group_change_failed thing=%s group=%s error=%s", thing, group, exc)
+                    self._save()
+                    await retry.sleep(next(delays))
 
     async def _move(self, thing: str, group: str) -> None:
         assert self._sets is not None  # noqa: S101 - set before the devices start
