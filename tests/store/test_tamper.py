@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from device_agent.errors import IntegrityError, NotFoundError
 from device_agent.store import Store, StoreEvent, _crypto
@@ -237,15 +236,42 @@ def test_the_integrity_error_carries_no_bytes(edited):
 # ---- nonces (CR-2) ---------------------------------------------------------------------------------------
 
 
-def test_no_nonce_repeats_over_200000_seals():
-    aead = AESGCM(AESGCM.generate_key(bit_length=256))
-    nonces = set()
-    for _ in range(200_000):
-        sealed = _crypto.seal(aead, b"v", b"aad")
-        assert sealed[0] == _crypto.FORMAT_VERSION
-        nonces.add(sealed[1 : 1 + _crypto.NONCE_BYTES])
-    assert len(nonces) == 200_000
-    assert {len(n) for n in nonces} == {12}
+NONCE_SEALS = 200_000
+# Seals per write path: single puts and appends (one statement each, `seal_record`), and batches of 100
+# through put_many and append_many (one `os.urandom` call for the nonces of a batch, `seal_records`).
+SINGLE_PUTS, SINGLE_APPENDS, BATCH = 10_000, 10_000, 100
+
+
+def test_no_nonce_repeats_over_200000_seals_through_the_write_paths(scratch):
+    """Every seal the engine makes for a record, through each of its write paths, leaves its nonce in the
+    row; 200,000 rows, read back from SQLite, hold 200,000 distinct 12-byte nonces."""
+    batches = (NONCE_SEALS - SINGLE_PUTS - SINGLE_APPENDS) // BATCH
+    with Store.open(scratch / "nonces", kek=secret_kek(), clock=lambda: NOW) as store:
+        for i in range(SINGLE_PUTS):
+            store.put("keyed", f"single-{i}", b"v")
+        for _ in range(SINGLE_APPENDS):
+            store.append("queue", b"v")
+        for b in range(batches):
+            if b == batches // 2:
+                store.rotate()  # a new data key half-way: both keys' seals must still differ
+            if b % 2:
+                store.put_many("keyed", [(f"batch-{b}-{i}", b"v") for i in range(BATCH)])
+            else:
+                store.append_many("queue", [b"v"] * BATCH)
+        # Every record is still there (no key was replaced): each row is one seal.
+        assert store.stats().namespaces["keyed"].records + store.stats().namespaces["queue"].records == (
+            NONCE_SEALS
+        )
+    with raw_db(scratch / "nonces" / "store.db") as connection:
+        rows = connection.execute(
+            "SELECT substr(sealed, 1, 1), substr(sealed, 2, ?), key_id FROM records", (_crypto.NONCE_BYTES,)
+        ).fetchall()
+    assert len(rows) == NONCE_SEALS
+    assert {fmt for fmt, _, _ in rows} == {bytes([_crypto.FORMAT_VERSION])}
+    nonces = {nonce for _, nonce, _ in rows}
+    assert len(nonces) == NONCE_SEALS
+    assert {len(nonce) for nonce in nonces} == {_crypto.NONCE_BYTES}
+    assert len({key_id for _, _, key_id in rows}) == 4  # two namespaces, each before and after rotation
 
 
 def test_stored_records_carry_a_fresh_12_byte_nonce(open_store, store_dir):
