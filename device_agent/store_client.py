@@ -117,8 +117,11 @@ class StoreClient:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             await subscription.close()
+        # The calls still waiting fail as unavailable: a CancelledError would read, to their callers, as if
+        # their own tasks had been cancelled.
         for future in self._pending.values():
-            future.cancel()
+            if not future.done():
+                future.set_exception(UnavailableError(f"the store client of {self.namespace} was closed"))
         self._pending.clear()
 
     # ---- keyed records -------------------------------------------------------------------------------
