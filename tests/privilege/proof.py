@@ -3,6 +3,11 @@
 `check` is pure (uses and an `accessControl` in, findings out) so that fixtures can show it failing; the
 nucleus's own rules decide every match: a use is granted when the devkit's `Authorizer` (the port of the
 nucleus's authorization) allows it, and a grant is used when `resource_matches` says one use falls under it.
+
+A used grant can still be too broad: `device-agent/*` covers the publisher's topics and the store's
+whole-store wipe as well. So a resource with a `*` (the glob of both services; `${*}` is a literal star) is
+a finding unless a use names that very resource, or the allow-list (`wildcards`: resource -> the written
+reason it must be a pattern) holds it.
 """
 
 from __future__ import annotations
@@ -34,14 +39,17 @@ class Grant:
 
 @dataclass(frozen=True, order=True)
 class Finding:
-    kind: str  # "not granted" or "never used"
+    kind: str  # "not granted", "never used" or "wildcard"
     destination: str
     operation: str
     resource: str
     where: str
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.destination} {self.operation} on {self.resource!r} ({self.where})"
+        text = f"{self.kind}: {self.destination} {self.operation} on {self.resource!r} ({self.where})"
+        if self.kind == "wildcard":
+            text += ": it grants every topic it matches; name the ones used, or allow-list it with a reason"
+        return text
 
 
 def uses_of(
@@ -83,15 +91,23 @@ def grants_of(access_control: Mapping[str, Any], *, conditional: Iterable[str] =
     return grants
 
 
+def is_pattern(resource: str) -> bool:
+    """The resource has a `*` glob (an escaped `${*}` is the literal character)."""
+    return ANY in resource.replace("${*}", "")
+
+
 def check(
     component: str,
     uses: Iterable[Use],
     access_control: Mapping[str, Any],
     *,
     conditional: Iterable[str] = (),
+    wildcards: Mapping[str, str] | None = None,
 ) -> list[Finding]:
-    """Findings: uses the recipe does not grant, and grants no use needs. Empty means least privilege."""
+    """Findings: uses the recipe does not grant, grants no use needs, and patterns no use names exactly
+    (unless `wildcards` gives the reason one is needed). Empty means least privilege."""
     uses = list(uses)
+    reasons = {resource: reason for resource, reason in (wildcards or {}).items() if reason.strip()}
     authorizer = Authorizer()
     authorizer.set_component_policies(component, access_control)
     findings = [
@@ -111,5 +127,18 @@ def check(
         ):
             findings.append(
                 Finding("never used", grant.destination, grant.operation, grant.resource, grant.policy)
+            )
+        elif (
+            is_pattern(grant.resource)
+            and grant.resource not in reasons
+            and not any(
+                use.destination == grant.destination
+                and use.operation == grant.operation
+                and use.resource == grant.resource
+                for use in uses
+            )
+        ):
+            findings.append(
+                Finding("wildcard", grant.destination, grant.operation, grant.resource, grant.policy)
             )
     return sorted(findings)

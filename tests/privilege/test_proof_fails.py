@@ -50,11 +50,12 @@ def test_a_star_operation_grants_operations_never_used():
     assert all(f"{TELEMETRY}:pubsub:3 (*)" in str(f) for f in findings)
 
 
-def test_a_bare_star_resource_is_used_but_hides_nothing_from_the_lint():
-    # `*` covers every use, so the proof alone passes it: the recipe lint refuses a bare `*`.
+def test_a_bare_star_resource_covers_every_use_and_is_refused_as_a_wildcard():
+    # `*` covers every use, so it is neither "not granted" nor "never used" (the recipe lint refuses it too).
     component, uses, access = telemetry()
     access[MQTT][f"{TELEMETRY}:mqttproxy:1"]["resources"] = ["*"]
-    assert check(component.name, uses, access) == []
+    [finding] = check(component.name, uses, access)
+    assert (finding.kind, finding.resource) == ("wildcard", "*")
 
 
 def test_a_missing_topic_is_used_but_not_granted():
@@ -88,3 +89,38 @@ def test_a_literal_plus_does_not_grant_what_it_seems_to():
         ("not granted", "device-agent/store/telemetry-spool/request"),
         ("never used", "device-agent/store/+/request"),
     }
+
+
+def test_over_broad_wildcards_that_cover_every_use_are_still_refused():
+    # Both cover what the publisher uses, so neither is "not granted" nor "never used"; but `device-agent/*`
+    # would also let it publish to device-agent/store/_admin/request (the whole-store wipe), and the IoT one
+    # every topic under the device's prefix.
+    component, uses, access = telemetry()
+    access[PUBSUB][f"{TELEMETRY}:pubsub:3"]["resources"] = ["device-agent/*"]
+    access[MQTT][f"{TELEMETRY}:mqttproxy:1"]["resources"] = ["dt/device-agent/{iot:thingName}/*"]
+    findings = check(component.name, uses, access)
+    assert {(f.kind, f.destination, f.operation, f.resource) for f in findings} == {
+        ("wildcard", PUBSUB, PUBLISH, "device-agent/*"),
+        ("wildcard", MQTT, "aws.greengrass#PublishToIoTCore", "dt/device-agent/{iot:thingName}/*"),
+    }
+    assert all("allow-list it with a reason" in str(f) for f in findings)
+
+
+def test_a_wildcard_passes_with_a_written_reason_and_not_with_an_empty_one():
+    component, uses, access = telemetry()
+    access[PUBSUB][f"{TELEMETRY}:pubsub:3"]["resources"] = ["device-agent/*"]
+    assert check(component.name, uses, access, wildcards={"device-agent/*": "a reason"}) == []
+    [finding] = check(component.name, uses, access, wildcards={"device-agent/*": " "})
+    assert (finding.kind, finding.resource) == ("wildcard", "device-agent/*")
+
+
+def test_a_star_the_code_names_exactly_and_an_escaped_star_are_not_patterns():
+    component, uses, access = telemetry()
+    # A subscription whose filter is literally `device-agent/a*` needs exactly that resource.
+    literal = Use(PUBSUB, SUBSCRIBE, "device-agent/a*", "fixture")
+    access[PUBSUB][f"{TELEMETRY}:pubsub:2"]["resources"].append("device-agent/a*")
+    assert check(component.name, [*uses, literal], access) == []
+    # `${*}` is the nucleus's escape for a literal star: a plain topic, granted only as itself.
+    escaped = Use(PUBSUB, PUBLISH, "device-agent/a*b", "fixture")
+    access[PUBSUB][f"{TELEMETRY}:pubsub:3"]["resources"].append("device-agent/a${*}b")
+    assert check(component.name, [*uses, literal, escaped], access) == []
