@@ -684,6 +684,8 @@ _LIFECYCLE_TEXT: Final[Mapping[LifecycleEvent, str]] = {
     LifecycleEvent.REBOOT_DETECTED: "device reboot detected",
     LifecycleEvent.GROUP_NOT_APPLIED: "log not shared with the technician group",
     LifecycleEvent.TRIMMED: "old log files removed to fit the size limit",
+    LifecycleEvent.SNAPSHOT_TRIMMED: "some checks left out of a snapshot to fit the line limit",
+    LifecycleEvent.EVENTS_REJECTED: "malformed events ignored",
 }
 _SEVERITY_STATE: Final = {
     Severity.INFO: None,

@@ -128,6 +128,8 @@ class LifecycleEvent(enum.StrEnum):
     REBOOT_DETECTED = "reboot.detected"
     GROUP_NOT_APPLIED = "log.group_not_applied"
     TRIMMED = "log.trimmed"
+    SNAPSHOT_TRIMMED = "log.snapshot_trimmed"
+    EVENTS_REJECTED = "events.rejected"
 
 
 Value = int | float | str | None
@@ -212,6 +214,16 @@ def clean_text(text: str, limit: int = MAX_TEXT) -> str:
     """Free text made safe for the log: one line, no control characters, secrets redacted, clipped."""
     text = _REDACT.sub(REDACTED, _CONTROL.sub(" ", text[: limit * 4])).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_event_name(value: object) -> bool:
+    """Whether an incident may carry `value` as its event name (`store.integrity_failed`)."""
+    return isinstance(value, str) and _EVENT.fullmatch(value) is not None
+
+
+def is_component_name(value: object) -> bool:
+    """Whether an incident may carry `value` as its component name."""
+    return isinstance(value, str) and _COMPONENT.fullmatch(value) is not None
 
 
 def _identifier(value: object, pattern: re.Pattern[str], what: str) -> str:
@@ -336,6 +348,33 @@ def encode(record: Record) -> bytes:
     if len(data) > MAX_LINE_BYTES:
         raise InvalidInputError(f"health log: a line of {len(data)} bytes is over {MAX_LINE_BYTES}")
     return data
+
+
+def fit_snapshot(snapshot: Snapshot, max_bytes: int = MAX_LINE_BYTES) -> tuple[Snapshot, list[CheckStatus]]:
+    """The snapshot cut down to fit one line of `max_bytes` and `MAX_SNAPSHOT_CHECKS`; and what was cut.
+
+    The checks needing most attention are kept first (CRITICAL, WARN, UNKNOWN, then OK), each group in its
+    order; a check the log would refuse (a name that is not a check name) is left out too.
+    """
+    empty = dataclasses.replace(snapshot, checks=())
+    budget = max_bytes - len(encode(empty))
+    ranked = sorted(range(len(snapshot.checks)), key=lambda i: -RANK[snapshot.checks[i].state])
+    kept: set[int] = set()
+    for index in ranked:
+        if len(kept) >= MAX_SNAPSHOT_CHECKS:
+            break
+        try:
+            size = len(json.dumps(_encode_check(snapshot.checks[index]), separators=(",", ":"))) + 1
+        except InvalidInputError:
+            continue
+        if size <= budget:
+            kept.add(index)
+            budget -= size
+    left_out = [status for i, status in enumerate(snapshot.checks) if i not in kept]
+    if not left_out:
+        return snapshot, []
+    checks = tuple(status for i, status in enumerate(snapshot.checks) if i in kept)
+    return dataclasses.replace(snapshot, checks=checks), left_out
 
 
 # --- decoding (what a reader accepts) -----------------------------------------------------------------------

@@ -47,7 +47,10 @@ from device_agent.health_log import (
     clean_text,
     current_checks,
     encode,
+    fit_snapshot,
     from_json,
+    is_component_name,
+    is_event_name,
     log_files,
     parse_line,
     read_log,
@@ -259,6 +262,69 @@ def test_a_line_over_the_limit_is_refused() -> None:
 def test_a_snapshot_holds_at_most_200_checks() -> None:
     with pytest.raises(InvalidInputError, match="200"):
         encode(snapshot(checks=201))
+
+
+def long_status(i: int, state: State = State.OK) -> CheckStatus:
+    # A subject is clipped to 64 characters, but each one outside ASCII takes 6 bytes (\u00e9) on the line.
+    return CheckStatus(
+        check="temperature",
+        subject="\u00e9" * 60 + f"{i:03d}",
+        state=state,
+        value=0.25,
+        unit="C",
+        since=T0,
+        verified=T0,
+    )
+
+
+def test_fit_snapshot_cuts_a_snapshot_over_the_line_limit_keeping_the_worst_checks() -> None:
+    statuses = [long_status(i) for i in range(200)]
+    statuses[150] = long_status(150, State.CRITICAL)
+    statuses[199] = long_status(199, State.UNKNOWN)
+    big = Snapshot(time=T0, overall=State.CRITICAL, interval_seconds=300, checks=tuple(statuses))
+    with pytest.raises(InvalidInputError):
+        encode(big)  # what the monitor used to write, and die of
+    fitted, left_out = fit_snapshot(big)
+    assert len(encode(fitted)) <= MAX_LINE_BYTES
+    assert left_out
+    assert len(fitted.checks) + len(left_out) == 200
+    assert {s.state for s in left_out} == {State.OK}  # the problems are kept
+    assert {statuses[150], statuses[199]} <= set(fitted.checks)
+    kept = [statuses.index(s) for s in fitted.checks]
+    assert kept == sorted(kept)  # in their order
+
+
+def test_fit_snapshot_keeps_at_most_200_checks_and_leaves_a_small_one_alone() -> None:
+    fitted, left_out = fit_snapshot(snapshot(checks=230))
+    assert (len(fitted.checks), len(left_out)) == (200, 30)
+    encode(fitted)
+    small = snapshot(checks=3)
+    assert fit_snapshot(small) == (small, [])
+
+
+def test_fit_snapshot_leaves_out_a_check_the_log_would_refuse() -> None:
+    bad = CheckStatus(check="Not A Check!", state=State.WARN)
+    fitted, left_out = fit_snapshot(dataclasses.replace(snapshot(checks=2), checks=(*snapshot().checks, bad)))
+    assert left_out == [bad]
+    encode(fitted)
+
+
+@pytest.mark.parametrize(
+    ("name", "event", "component"),
+    [
+        ("store.integrity_failed", True, True),
+        ("com.deviceagent.EncryptedStore", False, True),
+        ("Probe", False, True),
+        ("bad name!", False, False),
+        ("", False, False),
+        (None, False, False),
+        (42, False, False),
+    ],
+)
+def test_event_and_component_names_are_checked_before_a_record_is_built(
+    name: object, event: bool, component: bool
+) -> None:
+    assert (is_event_name(name), is_component_name(name)) == (event, component)
 
 
 @pytest.mark.parametrize(

@@ -377,3 +377,73 @@ async def test_a_technician_group_can_pass_through_the_work_folder_to_the_log(
         "health": (0o750, 65534),
         "health.log": (0o640, 65534),
     }
+
+
+async def test_malformed_events_and_an_oversized_snapshot_never_stop_the_monitor(
+    start_device, health_base: Path
+):
+    from device_agent.messages import Category, Severity, event  # noqa: PLC0415
+
+    def sent(name: str, component: str, category: Category) -> dict[str, Any]:
+        body = event(
+            component="com.deviceagent.EncryptedStore",
+            thing=device.nucleus.thing_name,
+            name="store.integrity_failed",
+            category=category,
+            severity=Severity.CRITICAL,
+            message="sent by the test",
+        )
+        return {**body, "event": name, "component": component}
+
+    async with start_device(
+        health_base, update_config=health_config(), interpolate_component_configuration=True
+    ) as device:
+        await device.wait_for_local(LOCAL_TOPIC, timeout=30)
+        for _ in range(3):  # each of these once killed the monitor; three kills in a row park it BROKEN
+            device.publish_local("device-agent/events", sent("Probe", "com.test.Probe", Category.SECURITY))
+            device.publish_local("device-agent/heartbeat/x", {"component": "bad name!", "sequence": 1})
+        device.publish_local(
+            "device-agent/events", sent("config.rejected", "bad name!", Category.CONFIGURATION)
+        )
+        # 200 sensors whose names are 6 bytes a character on a log line: a snapshot of them is over 48 KiB.
+        sensors = {"\u00e9" * 60 + f"{i:03d}": 40.0 for i in range(200)}
+        device.publish_local(
+            "device-agent/metrics",
+            {
+                "schema": "metrics-sample/1",
+                "thing": "t",
+                "sample": {"seq": 1, "at": 1.0, "temperature": sensors},
+            },
+        )
+        await wait_for_summary(
+            device,
+            lambda s: states(s, "config_rejected").get(None) == "WARN",
+            15,
+            "the valid event not judged",
+        )
+        await wait_for_summary(
+            device, lambda s: len(states(s, "temperature")) == 200, 15, "sensors not judged"
+        )
+        # Still judging: a store integrity failure after all that is CRITICAL at once.
+        device.publish_local("device-agent/events", sent("store.integrity_failed", "x", Category.INTEGRITY))
+        await wait_for_summary(
+            device,
+            lambda s: states(s, "integrity").get(None) == "CRITICAL",
+            15,
+            "the monitor stopped judging",
+        )
+        assert device.state(HEALTH).value == "RUNNING"
+        lines = log_lines(device)
+    assert [line.get("event") for line in lines].count("monitor.started") == 1  # never restarted
+    incidents = [(i["event"], i.get("component")) for i in lines if i["kind"] == "incident"]
+    assert incidents == [("config.rejected", None), ("store.integrity_failed", "x")]
+    # Noted at most once a minute, and at the stop: every one is counted, with its reason.
+    notes = [line["detail"] for line in lines if line.get("event") == "events.rejected"]
+    assert sum(int(note.split(" ", 1)[0]) for note in notes) == 6
+    assert any("x an event without a valid event name" in note for note in notes)
+    assert any("x a heartbeat without a valid component name" in note for note in notes)
+    trimmed = next(line for line in lines if line.get("event") == "log.snapshot_trimmed")
+    assert "x temperature OK" in trimmed["detail"]
+    snapshots = [line for line in lines if line["kind"] == "snapshot"]
+    assert any(len(s["checks"]) < 200 for s in snapshots)
+    assert all(len(path.read_bytes().splitlines()) for path in log_dir(device).glob("health.log*"))

@@ -24,10 +24,12 @@ write succeeds. A device that is CRITICAL does not make the monitor DEGRADED: th
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import Any, ClassVar, Final
 from device_agent.component import Component, Context
 from device_agent.errors import (
     DeviceAgentError,
+    InvalidInputError,
     NotAuthorizedError,
     NotFoundError,
     OperationNotSupportedError,
@@ -52,6 +55,9 @@ from device_agent.health_log import (
     Snapshot,
     State,
     StateChange,
+    fit_snapshot,
+    is_component_name,
+    is_event_name,
     utc_now,
 )
 from device_agent.ipc_types import IotCoreConnectionStatus, LocalMessage
@@ -86,6 +92,7 @@ EVENTS_TOPIC: Final = "device-agent/events"
 STORE_STATS_TOPIC: Final = "device-agent/store/stats"
 PUBLISH_TIMEOUT: Final = 5.0
 RESTART_TIMEOUT: Final = 10.0  # the nucleus answers at once: the restart happens after
+REJECTS_NOTE_SECONDS: Final = 60.0  # at most one `events.rejected` note a minute, however many arrive
 _SEVERITIES: Final = {s.value: s for s in Severity}
 
 
@@ -116,6 +123,9 @@ class HealthMonitor(Component[HealthConfig]):
         self.sequence = 0
         self.snapshot_checks: set[tuple[str, str | None]] = set()
         self.restarting: set[str] = set()  # asked to restart: its heartbeats starting again are expected
+        self.rejected: collections.Counter[str] = collections.Counter()  # malformed messages, by reason
+        self.rejects_noted = -math.inf
+        self.trimmed_note: str | None = None  # what the last trimmed snapshot left out
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -168,7 +178,11 @@ class HealthMonitor(Component[HealthConfig]):
             with contextlib.suppress(DeviceAgentError, TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._publish_summary(ctx, "stop")
-                    await self._write([Lifecycle(time=utc_now(), event=LifecycleEvent.MONITOR_STOPPED)])
+                    last = [
+                        *self._rejects_note(math.inf),
+                        Lifecycle(time=utc_now(), event=LifecycleEvent.MONITOR_STOPPED),
+                    ]
+                    await self._write(last)
                     self._save_state(clean=True)
             await asyncio.to_thread(self.writer.close)
 
@@ -256,6 +270,9 @@ class HealthMonitor(Component[HealthConfig]):
         )
         if not isinstance(component, str) or component == NAME:
             return
+        if not is_component_name(component):
+            self._reject("a heartbeat without a valid component name")
+            return
         if payload.get("state") == "STOPPING":  # stopping on purpose: not a silence to judge
             self.beats.pop(component, None)
             self.monitor.forget("heartbeat", component)
@@ -287,6 +304,10 @@ class HealthMonitor(Component[HealthConfig]):
         check = event_check(payload)
         if check is None or not self.monitor.enabled(check):
             return
+        name = payload.get("event")
+        if not is_event_name(name):  # nothing in it can be trusted to say what happened: not judged
+            self._reject("an event without a valid event name")
+            return
         self.monitor.count_event(check)
         component = payload.get("component")
         text = payload.get("message")
@@ -294,13 +315,30 @@ class HealthMonitor(Component[HealthConfig]):
             Incident(
                 time=utc_now(),
                 check=check,
-                event=str(payload["event"]),
+                event=str(name),
                 severity=_SEVERITIES.get(str(payload.get("severity")), Severity.WARNING),
-                component=component if isinstance(component, str) else None,
+                # A name the log cannot hold is left out; the event itself still counts.
+                component=component if is_component_name(component) else None,
                 message=text if isinstance(text, str) else "",
             )
         )
         self.wake.set()
+
+    def _reject(self, reason: str) -> None:
+        """Count a malformed message; `_rejects_note` reports the count in the log, at most once a minute."""
+        self.rejected[reason] += 1
+        self.wake.set()
+
+    def _rejects_note(self, now: float) -> list[Record]:
+        if not self.rejected or now - self.rejects_noted < REJECTS_NOTE_SECONDS:
+            return []
+        self.rejects_noted = now
+        total = sum(self.rejected.values())
+        reasons = "; ".join(f"{count} x {reason}" for reason, count in sorted(self.rejected.items()))
+        self.rejected.clear()
+        logger.warning("health.messages_rejected", extra={"count": total})
+        detail = f"{total} malformed messages ignored ({reasons})"
+        return [Lifecycle(time=utc_now(), event=LifecycleEvent.EVENTS_REJECTED, detail=detail)]
 
     def _on_store_stats(self, _message: LocalMessage) -> None:
         now = time.monotonic()
@@ -331,12 +369,13 @@ class HealthMonitor(Component[HealthConfig]):
             changed = any(isinstance(r, StateChange | Incident) for r in self.pending)
             records, self.pending = self.pending, []
             now = time.monotonic()
+            records += self._rejects_note(now)
             # A check seen for the first time is in no snapshot yet, and its first reading is no state
             # change: snapshot now, so the log (and device-health) shows it without waiting an interval.
             checks = set(self.monitor.evaluators)
             if now >= next_snapshot or checks != self.snapshot_checks:
                 self.snapshot_checks = checks
-                records.append(self._snapshot(config))
+                records += self._snapshot(config)
                 next_snapshot = now + config.log.snapshot_interval_seconds
             restarts = await self._restart_the_stale(ctx, records)
             if records or restarts:
@@ -440,13 +479,28 @@ class HealthMonitor(Component[HealthConfig]):
             for check, subject, value in sample_readings(sample):
                 self._observe(check, value, subject)
 
-    def _snapshot(self, config: HealthConfig) -> Snapshot:
-        return Snapshot(
-            time=utc_now(),
-            overall=self.monitor.overall(),
-            interval_seconds=config.log.snapshot_interval_seconds,
-            checks=self.monitor.statuses()[:200],
+    def _snapshot(self, config: HealthConfig) -> list[Record]:
+        """The snapshot, cut to fit one log line; a note says what was left out when that changes."""
+        snapshot, left_out = fit_snapshot(
+            Snapshot(
+                time=utc_now(),
+                overall=self.monitor.overall(),
+                interval_seconds=config.log.snapshot_interval_seconds,
+                checks=self.monitor.statuses(),
+            )
         )
+        if not left_out:
+            self.trimmed_note = None
+            return [snapshot]
+        counts = collections.Counter(f"{status.check} {status.state.value}" for status in left_out)
+        detail = f"{len(left_out)} of {len(left_out) + len(snapshot.checks)} checks left out: " + ", ".join(
+            f"{count} x {what}" for what, count in counts.most_common()
+        )
+        if detail == self.trimmed_note:
+            return [snapshot]
+        self.trimmed_note = detail
+        logger.warning("health.snapshot_trimmed", extra={"left_out": len(left_out)})
+        return [snapshot, Lifecycle(time=utc_now(), event=LifecycleEvent.SNAPSHOT_TRIMMED, detail=detail)]
 
     # ---- outputs ---------------------------------------------------------------------------------------
 
@@ -473,7 +527,11 @@ class HealthMonitor(Component[HealthConfig]):
             if problem is not None:
                 logger.warning("health.log_not_reachable_by_group", extra={"reason": problem})
         for record in records:
-            self.writer.append(record)
+            try:
+                self.writer.append(record)
+            except InvalidInputError:  # a record the log refuses is a bug here: lose it, not the others
+                # Its message may quote what a peer sent: the kind of record is enough to find the bug.
+                logger.error("health.record_refused", extra={"kind": type(record).__name__})  # noqa: TRY400
 
     async def _publish_summary(self, ctx: Context[HealthConfig], reason: str) -> None:
         config = ctx.config
