@@ -8,6 +8,7 @@ of a backlog loses no acknowledged sample; the drain keeps to its rate.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -67,6 +68,7 @@ async def test_samples_reach_iot_core_and_the_local_topic_as_documented(start_de
         seqs = delivered_seqs(device)
         assert seqs == sorted(seqs)
         assert len(set(seqs)) == len(seqs)
+        assert seqs[0] == 1  # a new device (no reservation, nothing in the store) numbers from 1
         topics = {r.topic for r in device.published(TOPIC)}
         assert topics == {f"dt/device-agent/{device.nucleus.thing_name}/telemetry"}
 
@@ -182,3 +184,65 @@ async def test_store_unavailable_keeps_samples_in_memory_and_says_so(start_devic
         await wait_until(
             lambda: set(range(start + 1, start + 8)) <= set(delivered_seqs(device)), 60, "memory lost"
         )
+
+
+def samples_by_seq(device) -> list[dict[str, Any]]:
+    """Every delivered sample once (a duplicate carries the same seq), in seq order."""
+    return sorted(
+        {s["seq"]: s for m in messages(device) for s in m["samples"]}.values(), key=lambda s: s["seq"]
+    )
+
+
+def window(sample: dict[str, Any]) -> float:
+    """The longest window the sample's deltas cover (0 when it has none)."""
+    dt = sample.get("dtS", 0.0)
+    return max(dt.values(), default=0.0) if isinstance(dt, dict) else float(dt)
+
+
+async def test_a_restart_after_the_store_was_down_does_not_count_a_window_twice(
+    start_device, telemetry_base: Path
+):
+    async with start_device(
+        telemetry_base, update_config=telemetry_config(), interpolate_component_configuration=True
+    ) as device:
+        lifecycle = device.nucleus.lifecycle
+        await device.wait_for_published(TOPIC, count=2, timeout=30)
+        await lifecycle.stop(STORE)  # baselines could not be saved in the store from here on
+        before = len(delivered_seqs(device))
+        await wait_until(
+            lambda: len(delivered_seqs(device)) >= before + 4, 30, "no samples without the store"
+        )
+        await lifecycle.stop(TELEMETRY)
+        await lifecycle.start([STORE])
+        await device.wait_for_state(STORE, ComponentState.RUNNING, timeout=30)
+        last = max(delivered_seqs(device))
+        await lifecycle.start([TELEMETRY])
+        await wait_until(lambda: max(delivered_seqs(device)) > last, 60, "the publisher did not start again")
+        await wait_until(
+            lambda: sum(1 for s in delivered_seqs(device) if s > last) >= 2, 30, "too few samples after"
+        )
+        samples = samples_by_seq(device)
+        first_after = next(s for s in samples if s["seq"] > last)
+        assert window(first_after) > 0  # the restart continued the counters (no fresh start)...
+        for previous, sample in itertools.pairwise(samples):
+            # ...and no sample's window reaches back before the sample delivered ahead of it.
+            assert sample["at"] - window(sample) >= previous["at"] - 0.5, (previous["seq"], sample["seq"])
+
+
+async def test_a_wiped_sequence_file_does_not_restart_numbering_on_a_device_that_numbered_before(
+    start_device, telemetry_base: Path
+):
+    async with start_device(
+        telemetry_base, update_config=telemetry_config(), interpolate_component_configuration=True
+    ) as device:
+        await device.wait_for_published(TOPIC, count=3, timeout=30)
+        await asyncio.sleep(1.5)  # the usage is in the store (saved with the first sample sent)
+        await device.nucleus.lifecycle.stop(TELEMETRY)
+        before = delivered_seqs(device)
+        (device.nucleus.work_dir(TELEMETRY) / "state" / "sequence.json").unlink()
+        restarted_at_ms = time.time() * 1000
+        await device.nucleus.lifecycle.start([TELEMETRY])
+        await wait_until(lambda: len(delivered_seqs(device)) > len(before), 60, "no sample after the restart")
+        after = delivered_seqs(device)[len(before) :]
+        assert min(after) > max(before)
+        assert min(after) >= restarted_at_ms  # the time-based floor, as for a corrupt file

@@ -216,17 +216,19 @@ class Usage:
         a restart reloads, so a total a consumer saw never goes back (at most a minute behind the counts)."""
         return self._reported
 
-    async def load(self, store: StateStore) -> None:
-        """Continue from the persisted state; a missing or unreadable one starts from zero (logged)."""
+    async def load(self, store: StateStore) -> bool:
+        """Continue from the persisted state; a missing or unreadable one starts from zero (logged).
+        True if there was a persisted state, readable or not (the device counted before)."""
         data = await store.load()
         if data is None:
-            return
+            return False
         try:
             self._state = UsageState.from_bytes(data).rolled(self._wall())
         except InvalidInputError:
             logger.warning("usage.state_unreadable")
-            return
+            return True
         self._reported = self._state
+        return True
 
     async def save_if_due(self, store: StateStore, *, force: bool = False) -> bool:
         """Persist if something changed and the last save is a minute old (or `force`); True if saved."""

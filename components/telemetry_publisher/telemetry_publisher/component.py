@@ -1,19 +1,19 @@
 """com.deviceagent.TelemetryPublisher: sample on an aligned schedule, publish, spool what cannot go.
 
-Three tasks run under the component (`run`): sampling on the schedule, the spool's drain, and following
-the IoT Core connection status. Their pieces are in this package (`payload`, `spool`, `sink`, `budget`,
-`sequence`) and in `device_agent.metrics`; this module only wires them to the nucleus and the store.
+Four tasks run under the component (`run`): sampling on the schedule, the spool's drain, following the
+IoT Core connection status, and saving the usage. Their pieces are in this package (`payload`, `spool`,
+`sink`, `budget`, `sequence`, `baseline_file`) and in `device_agent.metrics`; this module only wires them to
+the nucleus and the store.
 
 State, and where it lives:
 - the spool: the store's `telemetry-spool` namespace (a queue);
-- counter baselines (written after every sample, so a restart neither spikes nor drops a value) and the
-  day's and month's usage (at most once a minute): keys of the store's `telemetry` namespace;
-- the sequence reservation: a private file in the work folder, because numbering must go on while the
-  store is unavailable (a number is not private data).
+- the day's and month's usage and the loss totals (at most once a minute): the `usage` key of the store's
+  `telemetry` namespace;
+- the sequence reservation and the counter baseline: private files in the work folder, because numbering
+  must go on while the store is unavailable, and a baseline must be current or absent (a stale one makes a
+  restart count windows already sent); neither is private data.
 
-When the store is unavailable, samples wait in a bounded memory buffer (and messages say so); baselines
-are then not saved, so a restart in that window starts its counters afresh (one sample without deltas,
-never a spike).
+When the store is unavailable, samples wait in a bounded memory buffer (and messages say so).
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ from device_agent.component import Component, Context
 from device_agent.errors import (
     DeviceAgentError,
     IntegrityError,
-    InvalidInputError,
     NotAuthorizedError,
     OperationNotSupportedError,
     StorageError,
 )
 from device_agent.ipc import Qos
 from device_agent.ipc_types import IotCoreConnectionStatus
-from device_agent.metrics import Baseline, Sampler, Schedule
+from device_agent.metrics import Sampler, Schedule
 from device_agent.refusals import Destination, Refusals
 from device_agent.store_client import StoreClient
+from telemetry_publisher.baseline_file import BaselineFile
 from telemetry_publisher.budget import Decision, Usage, decide
 from telemetry_publisher.config import TelemetryConfig
 from telemetry_publisher.local_state import FileState
@@ -64,6 +64,7 @@ STATE_NAMESPACE = "telemetry"
 SPOOL_NAMESPACE = "telemetry-spool"
 STATE_DIRECTORY_ENV = "TELEMETRY_STATE_DIRECTORY"
 SEQUENCE_FILE = "sequence.json"
+BASELINE_FILE = "baseline.json"
 STORE_TIMEOUT = 5.0
 FINAL_SAVE_SECONDS = 1.5
 
@@ -76,7 +77,7 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         self.state_dir = Path(os.environ.get(STATE_DIRECTORY_ENV, "state")).absolute()
         self.group_bytes: dict[str, int] = {}
         self.decision: Decision | None = None
-        self.baseline_saved = True
+        self.baseline_file = BaselineFile(self.state_dir / BASELINE_FILE)
         self.state_due = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -91,9 +92,10 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         self.queue = StoreClient(ctx.ipc, SPOOL_NAMESPACE, timeout=STORE_TIMEOUT)
         await self.state.open()
         await self.queue.open()
-        self.sequence = await self._sequence()
         self.usage = Usage()
-        baseline = await self._load_state()
+        used_before = await self._load_usage()
+        self.sequence = await self._sequence(used_before)
+        baseline = await self.baseline_file.load()
         self.sampler = Sampler(config.sampler_settings(), baseline=baseline)
         self.packer = Packer(
             thing=ctx.thing_name, max_bytes=config.max_message_bytes, max_samples=config.batch_size
@@ -134,12 +136,15 @@ class TelemetryPublisher(Component[TelemetryConfig]):
 
     # ---- state -----------------------------------------------------------------------------------------
 
-    async def _sequence(self) -> SequenceAllocator:
-        """The sequence allocator; a corrupt reservation file is set aside, and numbering jumps past anything
-        used before (to the current time in milliseconds), so a number is never used twice."""
+    async def _sequence(self, used_before: bool | None) -> SequenceAllocator:
+        """The sequence allocator. Numbering jumps past anything used before (to the current time in
+        milliseconds) when the reservation file is corrupt (it is set aside), or missing on a device that
+        has numbered samples before (`used_before`; None: unknown), so a number is never used twice."""
         path = self.state_dir / SEQUENCE_FILE
         sequence = SequenceAllocator(FileState(path))
         try:
+            if await FileState(path).load() is None and used_before is not False:
+                await self._restart_numbering(path, "missing")
             await sequence.start()
         except (IntegrityError, StorageError) as error:
             if isinstance(error, StorageError) and error.errno == errno.ENOSPC:
@@ -147,28 +152,26 @@ class TelemetryPublisher(Component[TelemetryConfig]):
             moved = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             with contextlib.suppress(OSError):
                 path.replace(moved)
-            floor = int(time.time() * 1000)
-            logger.warning("telemetry.sequence_reset", extra={"reason": str(error), "floor": floor})
-            await FileState(path).save(encode_reservation(floor))
+            await self._restart_numbering(path, type(error).__name__)
             sequence = SequenceAllocator(FileState(path))
             await sequence.start()
         return sequence
 
-    async def _load_state(self) -> Baseline | None:
-        """Usage and baselines from the store; without the store, start afresh (and say so)."""
+    async def _restart_numbering(self, path: Path, reason: str) -> None:
+        floor = int(time.time() * 1000)
+        logger.warning("telemetry.sequence_reset", extra={"reason": reason, "floor": floor})
+        await FileState(path).save(encode_reservation(floor))
+
+    async def _load_usage(self) -> bool | None:
+        """Load the usage; whether this device has sent or spooled samples before (None: the store cannot
+        tell, then it is assumed). Without the store the usage starts afresh (and says so)."""
         try:
-            await self.usage.load(StoredValue(self.state, "usage"))
-            data = await self.state.get_or_none("baseline")
+            saved = await self.usage.load(StoredValue(self.state, "usage"))
+            backlog = (await self.queue.stats()).records
         except DeviceAgentError as error:
             logger.warning("telemetry.state_not_loaded", extra={"error": type(error).__name__})
             return None
-        if data is None:
-            return None
-        try:
-            return Baseline.from_bytes(data)
-        except InvalidInputError:
-            logger.warning("telemetry.baseline_unreadable")
-            return None
+        return saved or backlog > 0
 
     # ---- sampling ----------------------------------------------------------------------------------------
 
@@ -209,6 +212,8 @@ class TelemetryPublisher(Component[TelemetryConfig]):
             else:
                 self.refusals.succeeded(config.local_topic)
         await self.spool.submit(record)
+        if (baseline := self.sampler.baseline) is not None:
+            await self.baseline_file.save(baseline)  # before the next sample; on failure, removed
         self.state_due.set()
         self._update_health(ctx)
 
@@ -223,25 +228,20 @@ class TelemetryPublisher(Component[TelemetryConfig]):
             ctx.set_health("RUNNING")
 
     async def _save_state_forever(self) -> None:
-        """Persist the latest baseline (and usage) after each sample, beside the sampling, never in its way:
-        a store that does not answer costs this task its timeout, not the schedule a sample."""
+        """Persist the usage (when due) after each sample, beside the sampling, never in its way: a store
+        that does not answer costs this task its timeout, not the schedule a sample."""
+        usage_saved = True
         while True:
             await self.state_due.wait()
             self.state_due.clear()
-            await self._save_state()
-
-    async def _save_state(self) -> None:
-        baseline = self.sampler.baseline
-        try:
-            if baseline is not None:
-                await self.state.put("baseline", baseline.to_bytes())
-            await self.usage.save_if_due(StoredValue(self.state, "usage"))
-        except DeviceAgentError as error:
-            if self.baseline_saved:
-                logger.warning("telemetry.state_not_saved", extra={"error": type(error).__name__})
-            self.baseline_saved = False
-        else:
-            self.baseline_saved = True
+            try:
+                await self.usage.save_if_due(StoredValue(self.state, "usage"))
+            except DeviceAgentError as error:
+                if usage_saved:
+                    logger.warning("telemetry.state_not_saved", extra={"error": type(error).__name__})
+                usage_saved = False
+            else:
+                usage_saved = True
 
     # ---- publishing ----------------------------------------------------------------------------------------
 
