@@ -20,8 +20,10 @@ Each finding has a rule id, a severity, where in the recipe and why. Errors fail
 - `secret-default`: a DefaultConfiguration key that names a secret (password, token, secret, private key,
   credential, API or access key, salt, HMAC key) with a non-empty value; names ending in Id, Arn, Name,
   Path, File or Source point at a secret and are allowed.
-- `config-defaults`: a key of the component's configuration model missing from DefaultConfiguration, or a
-  key there the model does not know (checked when the component's package can be found).
+- `config-defaults`: a key of the component's configuration model missing from DefaultConfiguration, a
+  key there the model does not know, or a value other than the model's default for that key (checked when
+  the component's package can be found). The recipe's defaults are what a device runs with; the model's
+  are what the code, the docs and the tests assume.
 
 GDK's rules are restated here from its `recipe_schema.json` (keys compared case-insensitively, as GDK
 lower-cases them before validating); the schema file itself is not copied.
@@ -354,24 +356,49 @@ class _Linter:
                 self.secrets(item, f"{where}[{index}]")
 
     def config_defaults(self, defaults: Mapping[str, Any], model: type) -> None:
-        from device_agent.config import defaults_document, parse_config  # noqa: PLC0415
+        from device_agent.config import defaults_document, parse_config, to_document  # noqa: PLC0415
 
-        for path in _missing(defaults_document(model), defaults):
+        expected = defaults_document(model)
+        missing = list(_missing(expected, defaults))
+        for path in missing:
             self.add(
                 "config-defaults", f"DefaultConfiguration.{path}", "a key the component reads has no default"
             )
         try:
-            unknown = parse_config(model, defaults).unknown_keys
+            parsed = parse_config(model, defaults)
         except ValueError as exc:
             self.add("config-defaults", "DefaultConfiguration", f"the component's model refuses it: {exc}")
             return
-        for key_path in unknown:
+        for key_path in parsed.unknown_keys:
             path = ".".join(map(str, key_path))
             self.add("config-defaults", f"DefaultConfiguration.{path}", "a key the component does not know")
+        # Compared as the model reads them (10 and 10.0 are one value); a missing key took the model's.
+        for path, written, default in _differences(expected, to_document(parsed.value)):
+            if path in missing:
+                continue
+            shown = "" if _SECRET_NAME.search(path) else f": {written!r}, the model's is {default!r}"
+            self.add(
+                "config-defaults",
+                f"DefaultConfiguration.{path}",
+                f"not the component's default{shown} (change both, or neither)",
+            )
 
 
 def _non_empty(value: object) -> bool:
     return value not in (None, "", [], {})
+
+
+def _differences(
+    expected: Mapping[str, Any], actual: Mapping[str, Any], prefix: str = ""
+) -> Iterator[tuple[str, Any, Any]]:
+    """(path, actual value, expected value) wherever two documents differ; mappings compared key by key."""
+    for key in sorted(set(expected) | set(actual), key=str):
+        path = f"{prefix}{key}"
+        want, have = expected.get(key), actual.get(key)
+        if isinstance(want, Mapping) and isinstance(have, Mapping):
+            yield from _differences(want, have, f"{path}.")
+        elif want != have:
+            yield path, have, want
 
 
 def _missing(expected: Mapping[str, Any], actual: Mapping[str, Any], prefix: str = "") -> Iterator[str]:

@@ -242,6 +242,36 @@ def test_a_key_the_component_reads_without_a_default_and_one_it_does_not_know_ar
     }
 
 
+@pytest.mark.parametrize("path", RECIPE_FILES, ids=lambda p: p.stem)
+def test_a_default_other_than_the_models_is_refused_for_every_component(path: Path):
+    recipe = read_recipe(path)
+    document = copy.deepcopy(recipe.document)
+    defaults = document["ComponentConfiguration"]["DefaultConfiguration"]
+    assert defaults["heartbeatIntervalSeconds"] == 30.0  # the runtime's default, read by every component
+    defaults["heartbeatIntervalSeconds"] = 31.0
+    findings = lint([Recipe(recipe.label, document, recipe.config_model)])
+    assert [(f.rule, f.where, f.message) for f in findings if f.severity is Severity.ERROR] == [
+        (
+            "config-defaults",
+            "DefaultConfiguration.heartbeatIntervalSeconds",
+            "not the component's default: 31.0, the model's is 30.0 (change both, or neither)",
+        )
+    ]
+
+
+def test_a_wrong_nested_default_is_refused_and_the_same_value_written_differently_is_not():
+    document = telemetry()
+    defaults = document["ComponentConfiguration"]["DefaultConfiguration"]
+    defaults["spool"]["capSamples"] = 100
+    defaults["groups"] = ["cpu"]
+    defaults["intervalSeconds"] = 10  # the model's 10.0, as an integer
+    findings = only(lint_one(document, with_model=True), "config-defaults")
+    assert {f.where for f in findings} == {
+        "DefaultConfiguration.spool.capSamples",
+        "DefaultConfiguration.groups",
+    }
+
+
 def test_lint_files_reads_and_lints_what_is_on_disk(tmp_path: Path):
     path = tmp_path / "r.yaml"
     document = copy.deepcopy(telemetry())
