@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from device_agent import store_protocol as protocol
 from device_agent.devkit.lifecycle import ComponentState
 from tests.conftest import component_pid
 from tests.store_component.client_probe import write_client
@@ -35,6 +36,7 @@ NAMESPACES = {
     "short": {"ttlSeconds": 1.0},
     "durable": {},
 }
+OVERWRITE = protocol.encode_value(b"overwritten by beta")
 STORE_CONFIG = {"namespaces": NAMESPACES, "statsIntervalSeconds": 1.0, "maintenanceIntervalSeconds": 1.0}
 
 
@@ -69,6 +71,40 @@ async def test_each_client_uses_its_own_namespace_and_the_nucleus_refuses_the_ot
         assert "hello from alpha" not in json.dumps(
             device.published(f"storeclient/{BETA}/result")[-1].payload.decode()
         )
+
+        # Beta writes raw requests of its own onto alpha's request topic (and the whole-store one): the
+        # nucleus refuses each publish, so the store never hears them.
+        foreign = [
+            ("alpha", protocol.request_document("beta-1", protocol.Op.PUT, key="greeting", value=OVERWRITE)),
+            ("alpha", protocol.request_document("beta-2", protocol.Op.WIPE)),
+            ("alpha", protocol.request_document("beta-3", protocol.Op.DELETE, key="greeting")),
+            (protocol.ADMIN_NAMESPACE, protocol.request_document("beta-4", protocol.Op.WIPE)),
+        ]
+        for namespace, document in foreign:
+            topic = protocol.request_topic(namespace)
+            refused = await beta.do("publish_raw", topic=topic, document=document)
+            assert (refused["ok"], refused["error"], refused["cause"]) == (
+                False,
+                "NotAuthorizedError",
+                "UnauthorizedError",
+            ), refused
+        assert not [
+            r
+            for r in device.local_messages("device-agent/store/+/request")
+            if r.publisher == BETA and r.topic != protocol.request_topic("beta")
+        ]
+        # The same raw path to beta's own namespace is served: the refusals were the nucleus's, for the topic.
+        own = protocol.request_document("beta-5", protocol.Op.PUT, key="raw", value=OVERWRITE)
+        assert await beta.ok("publish_raw", topic=protocol.request_topic("beta"), document=own) is None
+        deadline = time.monotonic() + 10
+        while not (raw := await beta.do("get", key="raw"))["ok"]:
+            assert time.monotonic() < deadline, raw
+            await asyncio.sleep(0.1)
+        assert raw["result"] == "overwritten by beta"
+        # Alpha's data is as alpha left it.
+        assert await alpha.ok("get", key="greeting") == "hello from alpha"
+        assert await alpha.ok("keys") == ["greeting"]
+        assert (await alpha.ok("stats"))["records"] == 1
 
         missing = await alpha.do("get", key="nothing-here")
         assert (missing["ok"], missing["error"]) == (False, "NotFoundError")

@@ -3,7 +3,9 @@
 Commands arrive on the local topic `storeclient/<name>/do` ({"id", "op", "namespace"?, "key"?, "value"?,
 "values"?, "ttl"?, "maxRecords"?, "upTo"?, "timeout"?}); each result goes to IoT Core on
 `storeclient/<name>/result` as {"id", "ok", "result"} or {"id", "ok": false, "error": <exception class>,
-"message"}. Values are UTF-8 text in commands and results, to keep the tests readable.
+"cause": <class of its cause, e.g. the nucleus's error>, "message"}. The op `publish_raw` publishes
+"document" on "topic" as it is, past the client library (a component that writes its own requests).
+Values are UTF-8 text in commands and results, to keep the tests readable.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class ClientProbe(Component[ClientConfig]):
                     "id": command.get("id"),
                     "ok": False,
                     "error": type(exc).__name__,
+                    "cause": type(exc.__cause__).__name__ if exc.__cause__ is not None else None,
                     "message": str(exc),
                 }
             await ctx.ipc.publish_to_iot_core(f"storeclient/{NAME}/result", json.dumps(answer).encode())
@@ -56,6 +59,9 @@ class ClientProbe(Component[ClientConfig]):
         await ctx.stopping.wait()
 
     async def execute(self, ctx: Context[ClientConfig], command: dict[str, Any]) -> Any:
+        if command["op"] == "publish_raw":  # a request of its own making, past the client library
+            await ctx.ipc.publish(command["topic"], command["document"])
+            return None
         namespace = command.get("namespace", NAMESPACE)
         timeout = float(command.get("timeout", 3.0))
         client = self.clients.get((namespace, timeout))
