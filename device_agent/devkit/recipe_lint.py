@@ -356,7 +356,7 @@ class _Linter:
                 self.secrets(item, f"{where}[{index}]")
 
     def config_defaults(self, defaults: Mapping[str, Any], model: type) -> None:
-        from device_agent.config import defaults_document, parse_config, to_document  # noqa: PLC0415
+        from device_agent.config import Parsed, defaults_document, parse_config, to_document  # noqa: PLC0415
 
         expected = defaults_document(model)
         missing = list(_missing(expected, defaults))
@@ -365,7 +365,7 @@ class _Linter:
                 "config-defaults", f"DefaultConfiguration.{path}", "a key the component reads has no default"
             )
         try:
-            parsed = parse_config(model, defaults)
+            parsed: Parsed[Any] = parse_config(model, defaults)
         except ValueError as exc:
             self.add("config-defaults", "DefaultConfiguration", f"the component's model refuses it: {exc}")
             return
