@@ -334,10 +334,11 @@ TRIAGE: Final[Mapping[str, Triage]] = {
         ),
     ),
     "reboot": Triage(
-        "Device restarted unexpectedly",
+        "Device restarted without a clean shutdown",
         "the health monitor's own records",
         Hint(
-            "The device rebooted without a clean shutdown: a power cut, a crash or a watchdog.",
+            "The device went down without shutting down first: a power cut, a crash or a watchdog."
+            " A clean reboot (a command, an update) is only noted in the events, not counted here.",
             "The power supply and undervoltage checks; `last -x | head`; `journalctl --list-boots`.",
             "Find the cause of the power loss or crash. Report it if it happens again.",
         ),

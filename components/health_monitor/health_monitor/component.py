@@ -33,7 +33,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 from device_agent.component import Component, Context
 from device_agent.errors import (
@@ -66,6 +66,7 @@ from device_agent.messages import Severity as EventSeverity
 from device_agent.metrics import Group, Sampler, SamplerSettings
 from device_agent.metrics.source import PsutilSource
 from device_agent.refusals import Destination, Refusals
+from health_monitor.boot import judge_boot
 from health_monitor.config import HealthConfig, summary_topic
 from health_monitor.monitor import Monitor
 from health_monitor.readings import (
@@ -175,15 +176,17 @@ class HealthMonitor(Component[HealthConfig]):
         except* _Stopping:
             pass
         finally:
+            # The clean-stop flag first: a nucleus slow to answer while the device shuts down must not make
+            # a clean stop look like a crash (and the next boot like a power cut).
+            self._save_state(clean=True)
             with contextlib.suppress(DeviceAgentError, TimeoutError):
                 async with asyncio.timeout(2.0):
-                    await self._publish_summary(ctx, "stop")
                     last = [
                         *self._rejects_note(math.inf),
                         Lifecycle(time=utc_now(), event=LifecycleEvent.MONITOR_STOPPED),
                     ]
                     await self._write(last)
-                    self._save_state(clean=True)
+                    await self._publish_summary(ctx, "stop")
             await asyncio.to_thread(self.writer.close)
 
     async def on_config(
@@ -209,27 +212,15 @@ class HealthMonitor(Component[HealthConfig]):
         except Exception:  # noqa: BLE001 - no boot id: the reboot check stays off
             logger.warning("health.no_boot_id")
             return
-        previous: dict[str, Any] = {}
+        previous: object = {}
         with contextlib.suppress(DeviceAgentError, ValueError, OSError):
             previous = json.loads(read_private(self.state_dir / STATE_FILE, max_bytes=4096))
         self.boot = boot
-        if previous.get("boot") not in (None, boot):
-            self.monitor.count_event("reboot")
-            self.pending.append(
-                Lifecycle(time=utc_now(), event=LifecycleEvent.REBOOT_DETECTED, detail="the boot id changed")
-            )
-        elif previous.get("boot") == boot and previous.get("clean") is False:
-            self.monitor.count_event("unexpected_restart")
-            self.pending.append(
-                Incident(
-                    time=utc_now(),
-                    check="unexpected_restart",
-                    event="monitor.restarted",
-                    severity=Severity.WARNING,
-                    component=NAME,
-                    message="the health monitor restarted without stopping first",
-                )
-            )
+        verdict = judge_boot(previous if isinstance(previous, dict) else {}, boot, utc_now(), component=NAME)
+        if verdict.count is not None:
+            self.monitor.count_event(verdict.count)
+        if verdict.record is not None:
+            self.pending.append(verdict.record)
         self._save_state(clean=False)
 
     def _save_state(self, *, clean: bool) -> None:
