@@ -16,6 +16,14 @@ Each finding has a rule id, a severity, where in the recipe and why. Errors fail
 - `policy-id`: a policy id not unique across every recipe linted together, or not starting with the
   component's name.
 - `privilege`: a lifecycle step with RequiresPrivilege true.
+- `install-paths`: an Install script that names a place other than `{work:path}` (where it may write) and
+  the artifacts (`{artifacts:path}`, `{artifacts:decompressedPath}`: read only): another recipe variable,
+  an absolute or home path, `..`, a write target (`>`, `--work`, `--target`, `tee`, `cd`, ...) outside
+  `{work:path}`, a read source (`--artifact`, `-r`, `--find-links`, ...) elsewhere, or a `chmod` that makes
+  anything writable by others.
+- `install-online` (a warning): an Install script that fetches from the network (a URL, curl, wget, git, a
+  package manager, `pip install` without `--no-index`). The suite's `python3 -m device_agent.install`
+  is offline exactly when the artifact carries wheels, which a recipe cannot show: see docs/packaging.md.
 - `artifact`: an artifact not unarchived as ZIP, or not `Permission: {Read: OWNER, Execute: NONE}`.
 - `secret-default`: a DefaultConfiguration key that names a secret (password, token, secret, private key,
   credential, API or access key, salt, HMAC key) with a non-empty value; names ending in Id, Arn, Name,
@@ -37,6 +45,7 @@ import datetime as dt
 import enum
 import importlib
 import re
+import shlex
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,6 +93,17 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _REFERENCE_NAME = re.compile(r"(id|arn|name|path|file|source)$", re.IGNORECASE)
+# Install: the recipe variables it may name, and the options whose argument it writes or reads.
+_WORK = "{work:path}"
+_ARTIFACTS = ("{artifacts:path}", "{artifacts:decompressedPath}")
+_INSTALL_VARIABLES = frozenset({_WORK, *_ARTIFACTS})
+_VARIABLE = re.compile(r"\{[.\w-]+:[^{}]*\}")
+_WRITE_TARGET = frozenset({"--work", "--target", "--prefix", "--root", "--user-base", "tee", "cd", "mkdir"})
+_READ_SOURCE = frozenset({"--artifact", "-r", "--requirement", "--constraint", "--find-links"})
+_WORLD_WRITABLE = re.compile(r"^[0-7]?[0-7][0-7][2367]$|(^|,)[ao]*[+=][rwxXst]*w")
+_FETCHERS = frozenset({"curl", "wget"})
+_SEPARATORS = frozenset({"&&", "||", ";", "|", "&", "(", ")"})
+_PACKAGE_MANAGERS = frozenset({"apt-get", "apt", "yum", "dnf", "apk", "snap"})
 
 
 class Severity(enum.StrEnum):
@@ -210,6 +230,8 @@ class _Linter:
                 self._setenv(body, f"{where}.{step}")
             elif name in _STEPS:
                 self._step(body, f"{where}.{step}")
+                if name == "install":
+                    self._install(body, f"{where}.{step}")
 
     def _setenv(self, value: object, where: str) -> None:
         if isinstance(value, str):
@@ -246,6 +268,31 @@ class _Linter:
         setenv = _key(body, "setenv")
         if setenv is not None:
             self._setenv(setenv, f"{where}.Setenv")
+
+    def _install(self, body: object, where: str) -> None:
+        """Install writes only in {work:path}, reads the artifacts, and says when it reaches the network."""
+        script = _key(body, "script") if isinstance(body, Mapping) else body
+        if not isinstance(script, str):
+            return
+        where = where if isinstance(body, str) else f"{where}.Script"
+        try:
+            lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            tokens = list(lexer)
+        except ValueError as exc:
+            self.add("install-paths", where, f"cannot read the script ({exc}): write it plainly")
+            return
+        for problem in _install_path_problems(tokens):
+            self.add("install-paths", where, problem)
+        online = _online_fetch(tokens)
+        if online is not None:
+            self.add(
+                "install-online",
+                where,
+                f"{online}: Install reaches the network, which a device may not have (and it trusts the"
+                " index at install time); ship wheels in the artifact and install them --no-index",
+                Severity.WARNING,
+            )
 
     def _artifacts(self, artifacts: object, where: str) -> None:
         if artifacts is None:
@@ -382,6 +429,44 @@ class _Linter:
                 f"DefaultConfiguration.{path}",
                 f"not the component's default{shown} (change both, or neither)",
             )
+
+
+def _install_path_problems(tokens: Sequence[str]) -> Iterator[str]:
+    """What in an Install script's tokens touches a place other than {work:path} and the artifacts."""
+    previous, command = "", ""
+    for word in tokens:
+        if previous in _SEPARATORS or not previous:
+            command = word.rsplit("/", 1)[-1]
+        for variable in _VARIABLE.findall(word):
+            if variable not in _INSTALL_VARIABLES:
+                yield f"{variable}: Install may use only {', '.join(sorted(_INSTALL_VARIABLES))}"
+        # A relative path is in the work folder, the lifecycle's working directory.
+        relative = not word.startswith(("/", "~", "$", "{"))
+        if word.startswith(("/", "~", "$HOME", "${HOME}")) or "/../" in f"/{_VARIABLE.sub('', word)}/":
+            yield f"{word!r}: a path outside {_WORK} and the artifacts"
+        elif (previous in _WRITE_TARGET or previous.endswith(">")) and not (
+            relative or word.startswith(_WORK)
+        ):
+            yield f"{previous} {word}: Install writes only under {_WORK}"
+        elif previous in _READ_SOURCE and not (relative or word.startswith((_WORK, *_ARTIFACTS))):
+            yield f"{previous} {word}: Install reads only the artifacts (or {_WORK})"
+        if command == "chmod" and _WORLD_WRITABLE.search(word):
+            yield f"chmod {word}: nothing Install makes may be writable by others"
+        previous = word
+
+
+def _online_fetch(tokens: Sequence[str]) -> str | None:
+    """The first thing in an Install script that fetches from the network, or None."""
+    for index, word in enumerate(tokens):
+        name = word.rsplit("/", 1)[-1]
+        following = tokens[index + 1] if index + 1 < len(tokens) else ""
+        if word.startswith(("http://", "https://", "git+")) or name in _FETCHERS:
+            return word
+        if name in _PACKAGE_MANAGERS or (name == "git" and following in {"clone", "fetch", "pull"}):
+            return f"{word} {following}".strip()
+        if name in {"pip", "pip3"} and following == "install" and "--no-index" not in tokens[index:]:
+            return f"{word} install (without --no-index)"
+    return None
 
 
 def _non_empty(value: object) -> bool:

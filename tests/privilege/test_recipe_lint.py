@@ -193,6 +193,83 @@ def test_a_step_that_requires_privilege_is_refused(value):
     assert (finding.rule, finding.where) == ("privilege", "Manifests[0].Lifecycle.Install.RequiresPrivilege")
 
 
+SHIPPED_INSTALL = (
+    "python3 -m device_agent.install"
+    ' --artifact "{artifacts:decompressedPath}/com.deviceagent.TelemetryPublisher" --work "{work:path}"'
+)
+
+
+def with_install(script: str, *, as_string: bool = False) -> list[Finding]:
+    document = telemetry()
+    lifecycle = document["Manifests"][0]["Lifecycle"]
+    assert " ".join(lifecycle["Install"]["Script"].split()) == SHIPPED_INSTALL  # the fixture's base
+    lifecycle["Install"] = script if as_string else {**lifecycle["Install"], "Script": script}
+    return lint_one(document)
+
+
+@pytest.mark.parametrize(
+    ("script", "problem"),
+    [
+        (
+            "python3 -m device_agent.install --artifact x --work /var/lib/agent",
+            "'/var/lib/agent': a path outside",
+        ),
+        ('mkdir -p "{kernel:rootPath}/x"', "{kernel:rootPath}: Install may use only"),
+        ("python3 -m device_agent.install --work {artifacts:decompressedPath}/x", "--work {artifacts:"),
+        ("echo done > {artifacts:path}/marker", "> {artifacts:path}/marker: Install writes only under"),
+        ("cp -r {artifacts:path}/x ~/x", "'~/x': a path outside"),
+        ("python3 -m device_agent.install --artifact {work:path}/../other", "../other': a path outside"),
+        ("python3 -m pip install --no-index -r $LOCK", "-r $LOCK: Install reads only the artifacts"),
+        ("chmod 777 venv", "chmod 777: nothing Install makes may be writable by others"),
+        ("chmod -R o+w {work:path}/venv", "chmod o+w: nothing"),
+    ],
+    ids=[
+        "absolute",
+        "variable",
+        "work-in-artifacts",
+        "redirect",
+        "home",
+        "dotdot",
+        "env-source",
+        "777",
+        "o+w",
+    ],
+)
+def test_an_install_that_touches_anything_but_its_work_folder_and_artifacts_is_refused(script, problem):
+    findings = with_install(script)
+    assert [f.rule for f in findings] == ["install-paths"]
+    assert problem in findings[0].message
+    assert findings[0].where == "Manifests[0].Lifecycle.Install.Script"
+
+
+def test_an_install_in_its_work_folder_from_its_artifacts_passes_and_a_string_step_is_checked_too():
+    assert with_install(SHIPPED_INSTALL) == []
+    assert with_install("mkdir -p venv && echo ok > venv/marker && cp {artifacts:path}/a.txt .") == []
+    [finding] = with_install("cat /etc/shadow > x", as_string=True)
+    assert (finding.rule, finding.where) == ("install-paths", "Manifests[0].Lifecycle.Install")
+
+
+@pytest.mark.parametrize(
+    ("script", "fetch"),
+    [
+        ("pip3 install -r {artifacts:path}/requirements.txt", "pip3 install (without --no-index)"),
+        ("python3 -m pip install --user awsiotsdk", "pip install (without --no-index)"),
+        ("curl -fsSL https://example.com/get.sh -o get.sh && sh get.sh", "curl"),
+        ("apt-get install -y python3-venv", "apt-get install"),
+        ("git clone https://example.com/repo.git", "git clone"),
+    ],
+)
+def test_an_install_that_reaches_the_network_is_a_warning(script, fetch):
+    [finding] = with_install(script)
+    assert (finding.rule, finding.severity) == ("install-online", Severity.WARNING)
+    assert finding.message.startswith(f"{fetch}:")
+
+
+def test_an_install_from_bundled_wheels_only_is_not_online():
+    script = "python3 -m pip install --no-index --find-links {artifacts:decompressedPath}/wheels -r x.lock"
+    assert with_install(script) == []
+
+
 @pytest.mark.parametrize(
     ("change", "where"),
     [
