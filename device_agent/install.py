@@ -3,7 +3,9 @@
     python3 -m device_agent.install --artifact {artifacts:decompressedPath}/<Name> --work {work:path}
 
 Runs before the environment exists, with the device's own python3, so it imports the standard library only
-(and `device_agent.errors`, which does too).
+(and `device_agent.errors`, which does too). It first checks that python3 is a Python the suite runs on
+(3.11 or later): that check comes before every other import, and this file parses as Python 3.7, so an older
+python3 gets one clear line and exit status 1 instead of an ImportError or a syntax error from deeper down.
 The artifact holds `requirements/device.lock` (every pin with its hashes) and, when built with bundled wheels,
 `wheels/` (offline mode). The environment is `<work>/venv`, and its marker file records the key it was built
 for: the lock's sha256, the interpreter and the machine. When the marker matches, Install returns at once
@@ -22,7 +24,31 @@ environments, one per key, built once under a file lock and linked into each wor
 it; the folder must belong to the user and be closed to others, or Install refuses it.
 """
 
+# ruff: noqa: E402 - the Python version is checked before the other imports (below)
 from __future__ import annotations
+
+import sys
+
+MINIMUM_PYTHON = (3, 11)
+
+
+def unsupported_python(version: tuple[int, ...]) -> str | None:
+    """Why an interpreter of `version` cannot run the suite, or None when it can."""
+    if tuple(version[:2]) >= MINIMUM_PYTHON:
+        return None
+    found = ".".join(str(part) for part in version[:3])
+    wanted = ".".join(str(part) for part in MINIMUM_PYTHON)
+    return (
+        f"device_agent.install: failed: python3 is Python {found}; the suite needs Python {wanted} or later"
+        " as python3 for the component's user (docs/deploying.md, device requirements)"
+    )
+
+
+# Before any other import: an older python3 may lack what they need (typing.Final, the syntax below them).
+_UNSUPPORTED = unsupported_python(sys.version_info[:3])
+if _UNSUPPORTED is not None:
+    sys.stderr.write(_UNSUPPORTED + "\n")
+    raise SystemExit(1)
 
 import argparse
 import contextlib

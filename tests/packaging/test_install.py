@@ -175,3 +175,54 @@ def test_the_installer_needs_nothing_but_the_standard_library():
     assert proc.returncode == 0, proc.stderr
     loaded = {name.split(".")[0] for name in json.loads(proc.stdout)}
     assert loaded - set(sys.stdlib_module_names) == {"__main__", "device_agent"}
+
+
+# ---- the device's python3 ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [(3, 11, 0), (3, 12, 4), (3, 13, 0), (4, 0, 0)])
+def test_python_3_11_and_later_is_supported(version: tuple[int, int, int]):
+    assert installer.unsupported_python(version) is None
+
+
+@pytest.mark.parametrize("version", [(3, 10, 12), (3, 9, 2), (3, 7, 3), (2, 7, 18)])
+def test_an_older_python_is_named_with_what_the_suite_needs(version: tuple[int, int, int]):
+    message = installer.unsupported_python(version)
+    assert message is not None
+    found = ".".join(map(str, version))
+    assert f"python3 is Python {found}; the suite needs Python 3.11 or later" in message
+
+
+def test_install_checks_the_python_version_before_anything_else_and_fails_clearly(tmp_path: Path):
+    # The interpreter's reported version made older, then `python3 -m device_agent.install` run as Install
+    # runs it: one line on stderr, exit status 1, no traceback, nothing read or written.
+    work = tmp_path / "work"
+    code = (
+        "import runpy, sys; sys.version_info = (3, 9, 2, 'final', 0); "
+        "sys.argv = ['install', '--artifact', sys.argv[1], '--work', sys.argv[2]]; "
+        "runpy.run_module('device_agent.install', run_name='__main__', alter_sys=True)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "missing-artifact"), str(work)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "device_agent.install: failed: python3 is Python 3.9.2; the suite needs Python 3.11 or later"
+        " as python3 for the component's user (docs/deploying.md, device requirements)\n"
+    )
+    assert result.stdout == ""
+    assert not work.exists()
+
+
+def test_the_installer_parses_as_python_3_7_so_the_version_check_runs_there():
+    # An older python3 compiles the whole module before the check runs; 3.7 is the oldest grammar it allows
+    # (postponed annotations). ast's feature_version rejects the newer syntax a change could bring in.
+    import ast  # noqa: PLC0415
+
+    source = Path(installer.__file__).read_text(encoding="utf-8")
+    ast.parse(source, feature_version=(3, 7))
+    with pytest.raises(SyntaxError):
+        ast.parse(source + "\nif (x := 1):\n    pass\n", feature_version=(3, 7))
