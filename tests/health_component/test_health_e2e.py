@@ -447,3 +447,35 @@ async def test_malformed_events_and_an_oversized_snapshot_never_stop_the_monitor
     snapshots = [line for line in lines if line["kind"] == "snapshot"]
     assert any(len(s["checks"]) < 200 for s in snapshots)
     assert all(len(path.read_bytes().splitlines()) for path in log_dir(device).glob("health.log*"))
+
+
+async def test_without_connection_status_last_publish_follows_the_summaries_the_nucleus_takes(
+    start_device, health_base: Path
+):
+    config = health_config(summaryIntervalSeconds=1.0, checks={"lastPublish": {"warn": 3.0, "critical": 6.0}})
+
+    def last_publish(state: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda s: states(s, "last_publish").get(None) == state
+
+    async with start_device(health_base, merge=[], interpolate_component_configuration=True) as device:
+        # A nucleus older than SubscribeToIoTCoreConnectionStatus: the devkit has no option for one, so the
+        # operation's handler is taken away before the monitor starts (it then gets "not supported").
+        device.nucleus._ipc_handlers.pop("aws.greengrass#SubscribeToIoTCoreConnectionStatus")
+        result = await device.deploy(
+            artifact_dir=health_base / "artifacts", merge={HEALTH: ""}, update_config=config
+        )
+        assert result.succeeded, result.reason
+        ok = await wait_for_summary(device, last_publish("OK"), 30, "last_publish never judged")
+        assert "cloud_connection" not in {c["check"] for c in ok["checks"]}
+        await device.go_offline()
+        critical = await wait_for_summary(device, last_publish("CRITICAL"), 20, "going offline not seen")
+        assert critical["overall"] == "CRITICAL"
+        await device.go_online()
+        await wait_for_summary(
+            device, lambda s: s["time"] > critical["time"] and last_publish("OK")(s), 15, "no recovery online"
+        )
+        # What was published offline went at QoS 1: kept by the nucleus, sent once the link was back.
+        await device.wait_for_published(
+            CLOUD_TOPIC, where=lambda r: json.loads(r.payload)["overall"] == "CRITICAL", timeout=15
+        )
+    assert "health.no_connection_status" in device.log(HEALTH)

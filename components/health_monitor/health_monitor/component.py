@@ -8,8 +8,9 @@ Inputs (handlers only record what arrived; one loop does the judging and the wri
 - `device-agent/events`: integrity, configuration and security events, counted and logged as incidents;
 - `device-agent/store/stats`: how many seconds the store's next stats are overdue; its stats carry no
   interval, so the expected one is the gap between its last two (judged from the second one on);
-- SubscribeToIoTCoreConnectionStatus (skipped where the nucleus lacks it): seconds offline, and seconds
-  since the last summary published while connected;
+- SubscribeToIoTCoreConnectionStatus: seconds offline, and seconds since the last summary published while
+  connected. Where the nucleus lacks it, a summary the nucleus takes at QoS 0 stands for "connected" (the
+  nucleus drops QoS 0 while offline; the summary then goes again at QoS 1, kept until the link is back);
 - the certificate file, the wall clock against the monotonic one, the boot id and the board's flags.
 
 State changes and incidents go to the health log durably, snapshots every `log.snapshotIntervalSeconds`;
@@ -60,7 +61,7 @@ from device_agent.health_log import (
     is_event_name,
     utc_now,
 )
-from device_agent.ipc_types import IotCoreConnectionStatus, LocalMessage
+from device_agent.ipc_types import IotCoreConnectionStatus, LocalMessage, Qos
 from device_agent.messages import Category
 from device_agent.messages import Severity as EventSeverity
 from device_agent.metrics import Group, Sampler, SamplerSettings
@@ -119,6 +120,10 @@ class HealthMonitor(Component[HealthConfig]):
         self.connected: bool | None = None
         self.offline_since: float | None = None
         self.last_connected_publish: float | None = None
+        # None until known. Without the operation, a summary the nucleus takes at QoS 0 is the evidence of
+        # a connection (a nucleus drops QoS 0 while offline), and last_publish counts from the start.
+        self.status_supported: bool | None = None
+        self.started = time.monotonic()
         self.certificate_read: float | None = None
         self.log_problem: str | None = None
         self.sequence = 0
@@ -157,6 +162,9 @@ class HealthMonitor(Component[HealthConfig]):
             await ipc.subscribe_to_connection_status(self._on_connection)
         except OperationNotSupportedError:
             logger.info("health.no_connection_status")
+            self.status_supported = False
+        else:
+            self.status_supported = True
 
     def _new_writer(self, config: HealthConfig) -> HealthLogWriter:
         return HealthLogWriter(
@@ -429,8 +437,10 @@ class HealthMonitor(Component[HealthConfig]):
         if self.connected is not None:
             offline = 0.0 if self.offline_since is None else now - self.offline_since
             self._observe("cloud_connection", offline)
-            if self.last_connected_publish is not None:
-                self._observe("last_publish", now - self.last_connected_publish)
+        if self.last_connected_publish is not None:
+            self._observe("last_publish", now - self.last_connected_publish)
+        elif self.status_supported is False:  # no status to wait for: count from the start
+            self._observe("last_publish", now - self.started)
         if self.last_stats is not None and self.stats_gap is not None:
             self._observe("store", max(0.0, now - self.last_stats - self.stats_gap))
         wall_now = time.time()
@@ -549,7 +559,7 @@ class HealthMonitor(Component[HealthConfig]):
         else:
             self.refusals.succeeded(config.local_topic)
         try:
-            await ctx.ipc.publish_to_iot_core(cloud_topic, json.dumps(body), timeout=PUBLISH_TIMEOUT)
+            reached = await self._send_to_cloud(ctx, cloud_topic, json.dumps(body))
         except NotAuthorizedError:
             await self.refusals.refused(cloud_topic, Destination.IOT_CORE)
             self._report_health()
@@ -560,8 +570,24 @@ class HealthMonitor(Component[HealthConfig]):
             return
         self.refusals.succeeded(cloud_topic)
         self._report_health()
-        if self.connected:
+        if reached:
             self.last_connected_publish = time.monotonic()
+
+    async def _send_to_cloud(self, ctx: Context[HealthConfig], topic: str, payload: str) -> bool:
+        """Publish a summary; True if that shows the cloud connection was up just now."""
+        if self.status_supported is False:
+            try:
+                await ctx.ipc.publish_to_iot_core(
+                    topic, payload, qos=Qos.AT_MOST_ONCE, timeout=PUBLISH_TIMEOUT
+                )
+            except NotAuthorizedError:
+                raise
+            except DeviceAgentError:
+                pass  # offline, most likely: the nucleus drops QoS 0 then, and keeps QoS 1 for later
+            else:
+                return True
+        await ctx.ipc.publish_to_iot_core(topic, payload, timeout=PUBLISH_TIMEOUT)
+        return bool(self.connected)
 
     def _report_health(self) -> None:
         """DEGRADED while the log cannot be written or a summary topic is refused; RUNNING otherwise."""
