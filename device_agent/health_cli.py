@@ -282,14 +282,17 @@ TRIAGE: Final[Mapping[str, Triage]] = {
         ),
     ),
     "last_publish": Triage(
-        "Data not sent for a long time",
-        "the telemetry publisher's publish results",
+        "Health reports not reaching the cloud",
+        "the health monitor's own reports to the cloud (com.deviceagent.HealthMonitor)",
         Hint(
-            "Nothing has reached the cloud for a while, even if the device looks connected. Data is"
-            " kept on the device until it can be sent, up to its storage limit.",
-            f"The cloud connection check; the telemetry publisher's state (`{GG_CLI} component list`)"
-            " and its log.",
-            "Fix the connection, or restart com.deviceagent.TelemetryPublisher. Report it if it goes on.",
+            "The health monitor's reports have not reached the cloud for a while, even if the device"
+            " looks connected, so the operator sees old news. The checks here are still up to date.",
+            "The cloud connection check first; the health monitor's log"
+            " (/greengrass/v2/logs/com.deviceagent.HealthMonitor.log) for `health.summary_not_sent` or"
+            " `health.publish_unauthorized`; /greengrass/v2/logs/greengrass.log for MQTT errors.",
+            "Fix the network first. If the device is online and it goes on, restart the health monitor"
+            f" (`{GG_CLI} component restart --names com.deviceagent.HealthMonitor`). A report refused as"
+            " not authorized is for the operator (the device's cloud policy): report it.",
         ),
     ),
     "certificate": Triage(
