@@ -8,7 +8,10 @@ mosquitto is started with `-c <dir>/mosquitto.conf`), listens only on 127.0.0.1,
 - plain: anonymous clients allowed (what a local loopback test needs);
 - TLS: mutual TLS, `require_certificate true` and `use_identity_as_username true`, so a device's certificate
   common name (its thing name) is its MQTT username and ACL `%u` patterns confine it to its own topics;
-  an optional CRL revokes certificates (mosquitto reads it at start: `restart()` after a revocation).
+  an optional CRL revokes certificates (mosquitto reads it at start: `restart()` after a revocation), and
+  optionally `use_username_as_clientid true`, which makes the certificate's name the client id whatever the
+  client sends: as the production IoT policy pins iot:Connect to client/${iot:Connection.Thing.ThingName},
+  no certificate can take another client's id and push it off the broker.
 
 Privileges: started as root, mosquitto 2.x switches to user `mosquitto` (or `nobody`) before it loads
 certificates, and could then not read our 0600 keys. The configuration therefore sets `user` to the user
@@ -96,6 +99,8 @@ class TlsListener:
     cert_file: Path
     key_file: Path
     crl_file: Path | None = None
+    # The client id becomes the certificate's name: one connection per identity, and no id taken over.
+    client_id_from_certificate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +174,7 @@ class MosquittoBroker:
         acl_file: Path | None = None,
         binary: Path | None = None,
         persistence: bool = False,
+        log_deliveries: bool = False,
         start_timeout: float = 10.0,
         stop_timeout: float = 5.0,
     ) -> None:
@@ -178,6 +184,9 @@ class MosquittoBroker:
         # Sessions and queued QoS 1 messages survive a restart (saved on SIGTERM into the directory): what a
         # subscriber with a persistent session needs so that nothing published while it reconnects is lost.
         self.persistence = persistence
+        # mosquitto's debug log: a line per packet, "Sending PUBLISH to <client id> (..., '<topic>', ...)" for
+        # each message it delivers; diagnostics and tests (it grows with the traffic).
+        self.log_deliveries = log_deliveries
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._binary = binary
@@ -291,6 +300,7 @@ class MosquittoBroker:
             "log_type warning",
             "log_type notice",
             "log_type information",
+            *(["log_type debug"] if self.log_deliveries else []),
             "log_timestamp true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             "connection_messages true",
@@ -310,6 +320,8 @@ class MosquittoBroker:
             ]
             if self.tls.crl_file is not None:
                 lines.append(f"crlfile {_config_path(self.tls.crl_file)}")
+            if self.tls.client_id_from_certificate:
+                lines.append("use_username_as_clientid true")
         if self.acl_file is not None:
             lines.append(f"acl_file {_config_path(self.acl_file)}")
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -15,6 +15,8 @@ existing identity is never overwritten):
     <root>/server/<name>.key
     <root>/things/<thing>/certificate.pem.crt   client certificate, CN = thing name
     <root>/things/<thing>/private.pem.key
+    <root>/<folder>/<thing>/...                 the same, for a client issued into another folder (the
+                                                virtual fleet keeps its devices' unregistered ones apart)
 
 Keys are EC P-256 by default: AWS IoT Core accepts ECDSA P-256 device certificates, the keys are small and
 fast to generate and sign with (a fleet of hundreds of virtual devices is created in seconds, where RSA-2048
@@ -84,9 +86,12 @@ def server_paths(root: Path, name: str = "server") -> tuple[Path, Path]:
     return root / "server" / f"{name}.crt", root / "server" / f"{name}.key"
 
 
-def thing_paths(root: Path, thing_name: str) -> tuple[Path, Path]:
+def thing_paths(root: Path, thing_name: str, folder: str = "things") -> tuple[Path, Path]:
     _check_name(thing_name, _THING_NAME, "thing name")
-    directory = root / "things" / thing_name
+    _check_name(folder, _SERVER_NAME, "folder name")
+    if folder in {"ca", "server"}:
+        raise PkiError(f"invalid folder name {folder!r}: it holds the CA's or the server's files")
+    directory = root / folder / thing_name
     return directory / "certificate.pem.crt", directory / "private.pem.key"
 
 
@@ -210,10 +215,10 @@ class LocalCa:
         )
 
     def issue_client(
-        self, thing_name: str, *, valid_days: int = 365, key_type: KeyType = "ec-p256"
+        self, thing_name: str, *, folder: str = "things", valid_days: int = 365, key_type: KeyType = "ec-p256"
     ) -> IssuedIdentity:
-        """A device certificate whose common name is the thing name."""
-        cert_path, key_path = thing_paths(self.root, thing_name)
+        """A device certificate whose common name is the thing name, under `<root>/<folder>/<thing>/`."""
+        cert_path, key_path = thing_paths(self.root, thing_name, folder)
         return self._issue(
             thing_name,
             thing_name,

@@ -1,10 +1,10 @@
 """Benchmark: how many virtual devices this machine runs at the components' default intervals with the
 fleet's CPU below a limit (80% of the machine), and the CPU and memory each device costs.
 
-For each step N it brings a fresh fleet up (`gg-virtual fleet up --devices N`, default intervals), approves
-every device with a verdict published under the verifier's certificate (so all run the production
-deployment, the whole suite), waits until each one's telemetry reaches the broker, lets it settle, then
-measures over a window, from /proc through psutil:
+For each step N it brings a fresh fleet up (`gg-virtual fleet up --devices N`, default intervals), waits
+until the fleet's verifier has approved every device from its report (so all run the production deployment,
+the whole suite) and each one's telemetry reaches the broker, lets it settle, then measures over a window,
+from /proc through psutil:
 
 - CPU: the CPU seconds every process of the fleet used in the window (nuclei, components, broker,
   supervisor, verifier), as a share of the machine (all cores) and per device (its nucleus and components,
@@ -21,8 +21,6 @@ Usage: python scripts/bench/fleet_scale.py [--steps 10,20,30,40,50] [--settle 60
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import shutil
 import statistics
 import subprocess
@@ -35,12 +33,10 @@ from pathlib import Path
 import psutil
 
 from device_agent.devkit.fleet.cli import fleet_pids
-from device_agent.devkit.fleet.identity import client_identity
-from device_agent.devkit.fleet.layout import VERIFIER, FleetLayout
-from device_agent.devkit.fleet.mqtt import FleetMqttClient
+from device_agent.devkit.fleet.layout import FleetLayout
 from device_agent.devkit.fleet.processes import SOCKET_ENV
-from device_agent.devkit.fleet.state import FleetState
 from device_agent.devkit.fleet.status import fleet_status
+from device_agent.devkit.fleet.verifier import verifier_installed
 
 MIB = 1024 * 1024
 
@@ -69,19 +65,6 @@ def gg_virtual(*args: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "device_agent.devkit.cli", *args], check=True, stdout=subprocess.DEVNULL
     )
-
-
-async def approve_all(layout: FleetLayout) -> None:
-    state = FleetState.load(layout.state_file)
-    assert state.broker_port is not None
-    client = FleetMqttClient(state.broker_port, client_identity(layout, VERIFIER), client_id="bench-verifier")
-    await client.start()
-    try:
-        for thing in state.devices:
-            verdict = {"verdict": "approved", "group": "production", "reason": "fleet_scale benchmark"}
-            await client.publish(f"cmd/device-agent/{thing}/verdict", json.dumps(verdict).encode())
-    finally:
-        await client.stop()
 
 
 def wait_all_reporting(layout: FleetLayout, timeout: float) -> None:
@@ -147,7 +130,6 @@ def run_step(devices: int, settle: float, window: float, keep: bool) -> Step:
         started = time.monotonic()
         gg_virtual("fleet", "up", "--root", str(layout.root), "--devices", str(devices), "--timeout", "1800")
         up_seconds = time.monotonic() - started
-        asyncio.run(approve_all(layout))
         wait_all_reporting(layout, timeout=600 + 10 * devices)
         time.sleep(settle)
         cpu, pss, busy = measure(layout, window)
@@ -180,6 +162,8 @@ def main() -> int:
     parser.add_argument("--cpu-limit", type=float, default=80.0, help="the fleet's share of the machine, %%")
     parser.add_argument("--keep", action="store_true", help="keep each step's fleet root")
     args = parser.parse_args()
+    if not verifier_installed():
+        raise SystemExit("fleet_scale: the verifier (device_agent_cloud) approves the devices; install it")
     best: Step | None = None
     last: Step | None = None
     for devices in (int(part) for part in args.steps.split(",")):

@@ -11,9 +11,7 @@ from typing import Any
 import psutil
 
 from device_agent.devkit.cli import main as gg_virtual
-from device_agent.devkit.fleet.identity import client_identity
-from device_agent.devkit.fleet.layout import VERIFIER, FleetLayout
-from device_agent.devkit.fleet.mqtt import FleetMqttClient
+from device_agent.devkit.fleet.layout import FleetLayout
 from device_agent.devkit.fleet.status import fleet_status
 
 
@@ -47,17 +45,27 @@ async def wait_for(
         await asyncio.sleep(0.5)
 
 
-async def publish_verdict(layout: FleetLayout, port: int, thing: str, verdict: str, group: str) -> None:
-    """What the verifier sends, with the verifier's own certificate (a stand-in for the verifier service)."""
-    verifier = FleetMqttClient(port, client_identity(layout, VERIFIER), client_id="test-verifier")
-    await verifier.start()
-    try:
-        payload = {"schema": "bootstrap-verdict/1", "thing": thing, "verdict": verdict, "group": group}
-        payload["reason"] = "approved by the test" if verdict == "approved" else "model not allowed"
-        code = await verifier.publish(f"cmd/device-agent/{thing}/verdict", json.dumps(payload).encode())
-        assert not FleetMqttClient.refused(code)
-    finally:
-        await verifier.stop()
+def deliveries(layout: FleetLayout, client_id: str, *, since: int = 0) -> list[str]:
+    """The topics of the messages the broker delivered to `client_id` (its debug log, `--log-deliveries`),
+    from byte `since` of the log: "Sending PUBLISH to <id> (d0, q1, r1, m1, '<topic>', ... (N bytes))"."""
+    with (layout.broker / "mosquitto.log").open("rb") as log:
+        log.seek(since)
+        text = log.read().decode("utf-8", errors="replace")
+    marker = f"Sending PUBLISH to {client_id} ("
+    return [line.split("'", 2)[1] for line in text.splitlines() if marker in line]
+
+
+def broker_log_size(layout: FleetLayout) -> int:
+    return (layout.broker / "mosquitto.log").stat().st_size
+
+
+def published(layout: FleetLayout, thing: str, topic: str) -> list[dict[str, Any]]:
+    """The payloads the device's nucleus published on `topic` (its iot-core/published.jsonl)."""
+    path = layout.device_root(thing) / "iot-core" / "published.jsonl"
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [
+        record["payload"] for record in records if record["topic"] == topic and record["encoding"] == "json"
+    ]
 
 
 def first_deployment(layout: FleetLayout, thing: str) -> list[str]:

@@ -2,13 +2,17 @@
 broker, promotion, telemetry and health arriving, and the fault drills; then `fleet down` leaves nothing.
 
 One fleet serves the module (starting one costs seconds per device); the tests run in file order and each
-leaves the fleet as the next expects. The verdicts come from a stand-in that publishes with the verifier's
-certificate when the verifier service is not installed.
+leaves the fleet as the next expects. The verdicts come from the real verifier service (device_agent_cloud,
+part of this project): without it the module fails, it does not skip. The rejected device is refused for
+what it reports: it connects with, and reports, a certificate of its name that is not the one registered
+for its thing. The broker logs every delivery (`--log-deliveries`), so what reaches a device is read from
+what the broker sent it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -18,20 +22,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from device_agent.devkit import control
 from device_agent.devkit.fleet.cli import fleet_pids
 from device_agent.devkit.fleet.components import HEALTH, REPORTER, STORE, TELEMETRY
+from device_agent.devkit.fleet.identity import UNREGISTERED, client_identity
 from device_agent.devkit.fleet.layout import FleetLayout
-from device_agent.devkit.fleet.processes import alive
+from device_agent.devkit.fleet.processes import SOCKET_ENV, alive
 from device_agent.devkit.fleet.state import FleetState
+from device_agent.devkit.fleet.status import fleet_status, render_table
 from device_agent.devkit.fleet.verifier import verifier_installed
+from device_agent.devkit.pki import sha256_fingerprint
 from tests.fleet.fleet_support import (
+    broker_log_size,
+    deliveries,
     device_rows,
     first_deployment,
     fleet,
     fleet_async,
-    publish_verdict,
+    published,
     sockets_of,
     wait_for,
 )
@@ -48,6 +59,7 @@ def running_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLay
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
+    assert verifier_installed(), "the verifier (device_agent_cloud) must be installed: `pip install -e .`"
     base = Path(tempfile.mkdtemp(prefix="fl-"))  # short: the devices' socket paths stay under 108 bytes
     layout = FleetLayout.at(base / "fleet")
     code = fleet(
@@ -63,6 +75,7 @@ def running_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLay
         "2",
         "--report-settle",
         "1",
+        "--log-deliveries",
     )
     try:
         assert code == 0
@@ -94,11 +107,6 @@ async def test_every_device_starts_in_quarantine(running_fleet: FleetLayout) -> 
 async def test_approved_devices_are_promoted_and_their_telemetry_and_health_arrive(
     running_fleet: FleetLayout,
 ) -> None:
-    if not verifier_installed():  # a stand-in decides as the verifier would, with its certificate
-        port = _port(running_fleet)
-        for thing in APPROVED:
-            await publish_verdict(running_fleet, port, thing, "approved", "production")
-        await publish_verdict(running_fleet, port, REJECTED, "rejected", "quarantine")
     rows = await wait_for(
         running_fleet,
         lambda rows: all(
@@ -116,24 +124,80 @@ async def test_approved_devices_are_promoted_and_their_telemetry_and_health_arri
         assert {TELEMETRY, HEALTH, STORE} <= set(rows[thing]["components"])
 
 
-async def test_a_rejected_device_stays_in_quarantine_and_gets_nothing_else(
+async def test_each_devices_processes_telemetry_counts_only_its_own_components(
+    running_fleet: FleetLayout,
+) -> None:
+    """Every device runs the same components on one machine; each reports its own (0661dcd): the store and
+    the reporter ran on all three devices before any telemetry started, so a device that counted the others'
+    would report `n` processes for them instead of one pid."""
+    for thing in APPROVED:
+        samples = [
+            sample
+            for message in published(running_fleet, thing, f"dt/device-agent/{thing}/telemetry")
+            for sample in message["samples"]
+        ]
+        assert samples, thing
+        own_socket = str(running_fleet.device_root(thing) / "ipc.socket")
+        for sample in samples:
+            processes = sample["processes"]
+            assert {"store", "bootstrap", "telemetry"} <= set(processes), (thing, processes)
+            for name, entry in processes.items():
+                assert "n" not in entry, (thing, name, entry)  # one process, not the fleet's
+                with contextlib.suppress(psutil.NoSuchProcess):  # a restarted one is gone by now
+                    assert psutil.Process(entry["pid"]).environ()[SOCKET_ENV] == own_socket, (thing, name)
+
+
+async def test_a_rejected_device_is_refused_for_the_certificate_it_reports(
     running_fleet: FleetLayout,
 ) -> None:
     rows = await wait_for(running_fleet, lambda rows: rows[REJECTED]["verdict"] is not None, "the verdict")
-    rows = device_rows(running_fleet, components=True)
     rejected = rows[REJECTED]
     assert rejected["verdict"] == "rejected"
-    assert rejected["group"] == "quarantine"
-    assert set(rejected["components"]) <= set(QUARANTINE)
-    assert rejected["telemetryMessages"] == 0
-    assert rejected["health"] is None
-    assert not (running_fleet.device_root(REJECTED) / "work" / TELEMETRY).exists()
+    assert rejected["group"] == rejected["wantedGroup"] == "quarantine"
+    assert (
+        "certificate: the reported certificate is not one attached to the thing" in rejected["verdictReason"]
+    )
+    table = render_table(fleet_status(running_fleet, components=False))
+    assert f"rejected: {rejected['verdictReason']}" in table  # the verifier's reason, in the status
+    # Its report names the certificate it connects with, not the one registered for its thing; the approved
+    # devices report their registered ones.
+    reports = published(running_fleet, REJECTED, f"dt/device-agent/{REJECTED}/bootstrap")
+    assert reports
+    presented = client_identity(running_fleet, REJECTED, UNREGISTERED).cert
+    assert {r["facts"]["certificate"]["value"]["sha256"] for r in reports} == {sha256_fingerprint(presented)}
+    assert sha256_fingerprint(presented) != sha256_fingerprint(client_identity(running_fleet, REJECTED).cert)
+    for thing in APPROVED:
+        report = published(running_fleet, thing, f"dt/device-agent/{thing}/bootstrap")[-1]
+        registered = sha256_fingerprint(client_identity(running_fleet, thing).cert)
+        assert report["facts"]["certificate"]["value"]["sha256"] == registered
+
+
+def assert_rejected_got_nothing_else(layout: FleetLayout) -> None:
+    """What the broker delivered to the rejected device: its verdicts only (beside the approved ones, which
+    received theirs: the log shows deliveries). Its nucleus ran one deployment, the quarantine one."""
+    assert set(deliveries(layout, REJECTED)) == {f"cmd/device-agent/{REJECTED}/verdict"}
+    for thing in APPROVED:
+        assert f"cmd/device-agent/{thing}/verdict" in deliveries(layout, thing)
+    status = control.call(layout.device_root(REJECTED), "status")
+    assert {c["name"] for c in status["components"]} == set(QUARANTINE)
+    assert len(status["deployments"]) == 1, status["deployments"]
+    assert not (layout.device_root(REJECTED) / "work" / TELEMETRY).exists()
+    row = device_rows(layout)[REJECTED]
+    assert (row["group"], row["telemetryMessages"], row["health"]) == ("quarantine", 0, None)
+
+
+async def test_a_rejected_device_stays_in_quarantine_and_gets_nothing_else(
+    running_fleet: FleetLayout,
+) -> None:
+    await wait_for(running_fleet, lambda rows: rows[REJECTED]["verdict"] is not None, "the verdict")
+    assert_rejected_got_nothing_else(running_fleet)
 
 
 async def test_after_a_broker_restart_every_device_reconnects_and_no_sample_is_lost(
     running_fleet: FleetLayout,
 ) -> None:
     before = {t: row["seq"]["last"] for t, row in device_rows(running_fleet).items() if t in APPROVED}
+    log_offset = broker_log_size(running_fleet)
     assert await fleet_async(running_fleet, "chaos", "restart-broker") == 0
     rows = await wait_for(
         running_fleet,
@@ -143,6 +207,15 @@ async def test_after_a_broker_restart_every_device_reconnects_and_no_sample_is_l
     )
     for thing in APPROVED:
         assert rows[thing]["seq"]["missing"] == 0, rows[thing]
+    # The rejected device, which sends nothing the observer counts, reconnected too: the new broker saw it
+    # connect, and its nucleus is online again.
+    deadline = asyncio.get_running_loop().time() + 30
+    while not control.call(running_fleet.device_root(REJECTED), "status")["online"]:
+        assert asyncio.get_running_loop().time() < deadline, "the rejected device did not reconnect"
+        await asyncio.sleep(0.5)
+    with (running_fleet.broker / "mosquitto.log").open("rb") as log:
+        log.seek(log_offset)
+        assert f" as {REJECTED} ".encode() in log.read()  # "New client connected from ... as vdev-003 (...)"
 
 
 async def test_a_device_taken_offline_delivers_its_samples_when_back_online(
@@ -233,6 +306,10 @@ def test_every_socket_the_fleet_opens_is_on_loopback_or_unix(running_fleet: Flee
         for address in (local, remote):
             if address:
                 assert ipaddress.ip_address(address.ip).is_loopback, (pid, family, local, remote)
+
+
+def test_through_every_drill_the_rejected_device_got_nothing_else(running_fleet: FleetLayout) -> None:
+    assert_rejected_got_nothing_else(running_fleet)
 
 
 def test_status_as_json_from_the_command_line(

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from device_agent.devkit.fleet.observer import Observer, SeqRanges
 from device_agent.devkit.fleet.spec import FleetError, FleetSpec
 from device_agent.devkit.fleet.state import DeviceRecord, FleetState
 from device_agent.devkit.fleet.status import render_table
-from device_agent.devkit.pki import load_certificate
+from device_agent.devkit.pki import PkiError, load_certificate, sha256_fingerprint
 
 
 def test_things_are_numbered_and_the_last_ones_rejected() -> None:
@@ -56,6 +57,7 @@ def test_an_existing_fleet_keeps_its_specification(tmp_path: Path) -> None:
             telemetry_interval=5.0,
             health_interval=None,
             report_settle=None,
+            log_deliveries=False,
         )
 
     with pytest.raises(FleetError, match="needs --devices"):
@@ -85,6 +87,25 @@ def test_identities_are_created_once_and_reused(tmp_path: Path) -> None:
         assert path.read_bytes() == data, f"{path} was rewritten"
     assert again.ca.is_revoked(load_certificate(again.devices["vdev-002"].cert))  # revocations stay
     assert "vdev-003" in again.devices
+
+
+def test_a_rejected_device_presents_a_certificate_of_its_name_that_is_not_the_registered_one(
+    tmp_path: Path,
+) -> None:
+    layout = FleetLayout.at(tmp_path / "fleet")
+    identities = ensure_identities(layout, ("vdev-001", "vdev-002"), unregistered=("vdev-002",))
+    assert identities.presented("vdev-001") == identities.devices["vdev-001"]
+    presented, registered = identities.presented("vdev-002"), identities.devices["vdev-002"]
+    assert presented.cert == layout.pki / "unregistered" / "vdev-002" / "certificate.pem.crt"
+    assert stat.S_IMODE(presented.key.stat().st_mode) == 0o600
+    clone, own = load_certificate(presented.cert), load_certificate(registered.cert)
+    assert clone.subject == own.subject  # the same thing name: the broker takes it as vdev-002
+    assert sha256_fingerprint(clone) != sha256_fingerprint(own)  # but not the certificate registered
+    clone.verify_directly_issued_by(identities.ca.certificate)
+    again = ensure_identities(layout, ("vdev-001", "vdev-002"), unregistered=("vdev-002",))
+    assert again.presented("vdev-002").cert.read_bytes() == presented.cert.read_bytes()  # issued once
+    with pytest.raises(PkiError, match="folder"):
+        identities.ca.issue_client("vdev-003", folder="ca")
 
 
 def test_the_acl_confines_devices_and_names_the_two_services(tmp_path: Path) -> None:
@@ -154,32 +175,69 @@ def test_the_state_file_round_trips_and_is_private(tmp_path: Path) -> None:
 
 
 def test_the_status_table_has_a_row_per_device() -> None:
-    status = {
+    approved = {
+        "thing": "vdev-001",
+        "group": "production",
+        "wantedGroup": "production",
+        "verdict": "approved",
+        "verdictReason": "approved by the default rules",
+        "nucleus": {"pid": 9, "running": True, "restarts": 1},
+        "offline": False,
+        "revoked": True,
+        "components": {"com.deviceagent.EncryptedStore": "RUNNING"},
+        "telemetryAgeSeconds": 2.0,
+        "seq": {"first": 1, "last": 30, "missing": 0},
+        "health": "OK",
+    }
+    rejected = {
+        **approved,
+        "thing": "vdev-002",
+        "group": "quarantine",
+        "wantedGroup": "quarantine",
+        "verdict": "rejected",
+        "verdictReason": "rejected by the default rules: certificate: the reported certificate is not one",
+        "revoked": False,
+        "telemetryAgeSeconds": None,
+        "seq": {},
+        "health": None,
+    }
+    moving = {**approved, "thing": "vdev-003", "group": "quarantine", "revoked": False}
+    status: dict[str, Any] = {
         "root": "/r",
         "phase": "running",
         "error": None,
         "broker": {"pid": 7, "port": 1883, "running": True},
-        "devices": [
-            {
-                "thing": "vdev-001",
-                "group": "production",
-                "verdict": "approved",
-                "nucleus": {"pid": 9, "running": True, "restarts": 1},
-                "offline": False,
-                "revoked": True,
-                "components": {"com.deviceagent.EncryptedStore": "RUNNING"},
-                "telemetryAgeSeconds": 2.0,
-                "seq": {"first": 1, "last": 30, "missing": 0},
-                "health": "OK",
-            }
-        ],
+        "verifier": {"pid": 8, "running": True},
+        "devices": [approved, rejected, moving],
     }
     table = render_table(status).splitlines()
-    assert table[0] == "fleet /r: running; broker pid 7 on 127.0.0.1:1883; no verifier"
+    assert table[0] == "fleet /r: running; broker pid 7 on 127.0.0.1:1883; verifier pid 8"
     assert table[2].split() == [
         "vdev-001", "production", "approved", "9", "r1", "2s", "ago", "30", "-0", "OK",
         "EncryptedStore=RUNNING", "[revoked]",
     ]  # fmt: skip
+    assert table[3].split()[:3] == ["vdev-002", "quarantine", "rejected"]
+    assert (
+        table[4].strip() == f"rejected: {rejected['verdictReason']}"
+    )  # the verifier's reason, on its own line
+    assert table[5].endswith("[moving to production]")
+    assert len(table) == 6  # no reason line under an approved device
+    status["verifier"] = {"pid": None, "running": False}
+    assert render_table(status).splitlines()[0].endswith("NO VERIFIER: no device is verified")
+    status["verifier"] = {"pid": 8, "running": False}
+    assert render_table(status).splitlines()[0].endswith("VERIFIER pid 8 NOT RUNNING")
+
+
+def test_up_says_loudly_when_the_fleet_runs_without_a_verifier(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from device_agent.devkit.fleet import cli  # noqa: PLC0415
+
+    assert not cli.warn_without_verifier()  # installed here: nothing said
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(cli, "verifier_installed", lambda: False)
+    assert cli.warn_without_verifier()
+    assert "WARNING: the verifier (device_agent_cloud) is not installed" in capsys.readouterr().err
 
 
 def test_mosquitto_is_installed_from_debian_packages_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,6 +260,7 @@ def test_mosquitto_is_installed_from_debian_packages_when_missing(monkeypatch: p
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(broker, "find_mosquitto", find)
+    monkeypatch.setattr(broker, "mosquitto_version", lambda _binary: (2, 0, 11))
     monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     assert broker.ensure_mosquitto() == binary
@@ -215,4 +274,23 @@ def test_mosquitto_is_installed_from_debian_packages_when_missing(monkeypatch: p
     monkeypatch.setattr(broker, "find_mosquitto", lambda: (_ for _ in ()).throw(MosquittoNotFoundError("x")))
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     with pytest.raises(FleetError, match="no apt-get"):
+        broker.ensure_mosquitto()
+
+
+@pytest.mark.mosquitto
+def test_a_mosquitto_other_than_2_x_is_refused_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from device_agent.devkit.fleet import broker  # noqa: PLC0415
+    from device_agent.devkit.mosquitto import MosquittoError, mosquitto_version  # noqa: PLC0415
+
+    found = broker.ensure_mosquitto()  # the real one on this machine is 2.x
+    assert mosquitto_version(found)[0] == broker.REQUIRED_MAJOR
+    monkeypatch.setattr(broker, "mosquitto_version", lambda _binary: (1, 6, 9))
+    with pytest.raises(FleetError, match=r"is mosquitto 1\.6\.9; the fleet needs mosquitto 2\.x"):
+        broker.ensure_mosquitto()
+
+    def unknown(_binary: Path) -> tuple[int, int, int]:
+        raise MosquittoError("mosquitto -h did not print a mosquitto version")
+
+    monkeypatch.setattr(broker, "mosquitto_version", unknown)
+    with pytest.raises(FleetError, match="cannot tell the version"):
         broker.ensure_mosquitto()

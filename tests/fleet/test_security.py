@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from device_agent.devkit.fleet.mqtt import ConnectionRefusedByBrokerError, FleetMqttClient
+from device_agent.devkit.mosquitto import MosquittoBroker
 from device_agent.devkit.pki import IssuedIdentity, LocalCa
 from tests.fleet.conftest import THING_A, THING_B, SecuredBroker
 
@@ -124,6 +126,61 @@ async def test_a_certificate_from_another_ca_is_refused(secured: SecuredBroker, 
     with pytest.raises(ConnectionRefusedByBrokerError):
         async with client(secured, stranger, THING_A):
             pass
+    # The same client, trusting the same broker, connects with the fleet's certificate of that name.
+    async with client(secured, device(secured, THING_A), THING_A) as good:
+        assert good.connected
+
+
+async def takes_over(broker: MosquittoBroker, a: IssuedIdentity, b: IssuedIdentity) -> bool:
+    """Whether A, connecting with B's client id, pushes B off the broker (B watched for QUIET_S after)."""
+    changes: list[bool] = []
+    victim = FleetMqttClient(broker.port, b, client_id=b.name, on_connection_change=changes.append)
+    await victim.start()
+    try:
+        assert changes == [True]
+        intruder = FleetMqttClient(broker.port, a, client_id=b.name)
+        await intruder.start()
+        try:
+            await asyncio.sleep(QUIET_S)
+            return False in changes
+        finally:
+            await intruder.stop()
+    finally:
+        await victim.stop()
+
+
+async def test_a_device_cannot_take_another_devices_client_id(secured: SecuredBroker) -> None:
+    """The broker names each client after its certificate (as the IoT policy pins iot:Connect to
+    client/<thing name>): A connecting with B's client id does not push B off."""
+    a, b = device(secured, THING_A), device(secured, THING_B)
+    assert not await takes_over(secured.broker, a, b)
+    async with (
+        client(secured, a, THING_B) as intruder,
+        client(secured, secured.identities.verifier, "verifier") as verifier,
+    ):
+        # A keeps its own rights under B's id: B's command topic is still out of its reach.
+        assert await intruder.subscribe(f"cmd/device-agent/{THING_B}/#") in {0x00, 0x01, 0x87}
+        assert await intruder.subscribe(f"cmd/device-agent/{THING_A}/#") < 0x80
+        await verifier.publish(f"cmd/device-agent/{THING_B}/verdict", b'{"for": "B"}')
+        await verifier.publish(f"cmd/device-agent/{THING_A}/verdict", b'{"for": "A"}')
+        message = await asyncio.wait_for(intruder.received.get(), 5.0)
+        assert message.topic == f"cmd/device-agent/{THING_A}/verdict"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(intruder.received.get(), QUIET_S)
+
+
+async def test_without_the_pinned_client_id_a_device_could_push_another_off(
+    secured: SecuredBroker, tmp_path: Path
+) -> None:
+    """The control for the test above: the same broker without `use_username_as_clientid` lets A do it."""
+    assert secured.broker.tls is not None
+    unpinned = MosquittoBroker(
+        tmp_path / "unpinned",
+        tls=dataclasses.replace(secured.broker.tls, client_id_from_certificate=False),
+        acl_file=secured.layout.acl_file,
+    )
+    async with unpinned:
+        assert await takes_over(unpinned, device(secured, THING_A), device(secured, THING_B))
 
 
 async def test_a_revoked_certificate_is_refused_after_the_broker_restarts(secured: SecuredBroker) -> None:

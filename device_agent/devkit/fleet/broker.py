@@ -1,4 +1,5 @@
-"""The fleet's broker: mosquitto on 127.0.0.1 with mutual TLS, the fleet's CRL and ACL, and persistence.
+"""The fleet's broker: mosquitto 2 on 127.0.0.1 with mutual TLS, the fleet's CRL and ACL, the client id
+pinned to the certificate's name, and persistence.
 
 Persistence keeps the observer's session (and the QoS 1 messages queued for it) across `restart-broker`, so a
 device that reconnects before the observer does loses nothing on the way to it. A revocation needs a restart:
@@ -19,25 +20,29 @@ from device_agent.devkit.fleet.layout import FleetLayout
 from device_agent.devkit.fleet.spec import FleetError
 from device_agent.devkit.mosquitto import (
     MosquittoBroker,
+    MosquittoError,
     MosquittoNotFoundError,
     TlsListener,
     find_mosquitto,
+    mosquitto_version,
 )
 from device_agent.files import ensure_private_dir
 
 logger = logging.getLogger(__name__)
 
 _INSTALL_TIMEOUT_S = 600
+REQUIRED_MAJOR = 2
 
 
 def ensure_mosquitto() -> Path:
-    """The mosquitto binary, installed from the Debian packages first when it is missing.
+    """The mosquitto 2.x binary, installed from the Debian packages first when it is missing.
 
     The same steps as scripts/ensure-mosquitto: apt-get as root (or through sudo), then stop the system
-    service the package may start (the fleet runs its own broker and never uses it).
+    service the package may start (the fleet runs its own broker and never uses it). This installation is
+    the only step of the fleet that leaves the machine (to Debian's package mirrors).
     """
     try:
-        return find_mosquitto()
+        return _checked(find_mosquitto())
     except MosquittoNotFoundError:
         pass
     if shutil.which("apt-get") is None:
@@ -59,11 +64,27 @@ def ensure_mosquitto() -> Path:
         subprocess.run(
             [*prefix, "systemctl", "stop", "mosquitto"], check=False, timeout=60, capture_output=True
         )
-    return find_mosquitto()
+    return _checked(find_mosquitto())
+
+
+def _checked(binary: Path) -> Path:
+    """`binary` when it is mosquitto 2.x: what the ACL relies on (acl.py) and the listener's configuration
+    are version 2's, checked against 2.0.11; an older broker could confine devices differently."""
+    try:
+        version = mosquitto_version(binary)
+    except MosquittoError as exc:
+        raise FleetError(f"cannot tell the version of {binary}: {exc}") from exc
+    if version[0] != REQUIRED_MAJOR:
+        found = ".".join(str(part) for part in version)
+        raise FleetError(
+            f"{binary} is mosquitto {found}; the fleet needs mosquitto {REQUIRED_MAJOR}.x (its ACL and TLS "
+            "semantics): install it from Debian 11 or later, or put a mosquitto 2 first on PATH"
+        )
+    return binary
 
 
 def fleet_broker(
-    layout: FleetLayout, identities: FleetIdentities, *, port: int | None = None
+    layout: FleetLayout, identities: FleetIdentities, *, port: int | None = None, log_deliveries: bool = False
 ) -> MosquittoBroker:
     ensure_private_dir(layout.broker)
     write_fleet_acl(layout.acl_file)
@@ -72,6 +93,7 @@ def fleet_broker(
         cert_file=identities.server.cert,
         key_file=identities.server.key,
         crl_file=identities.ca.paths.crl,
+        client_id_from_certificate=True,
     )
     return MosquittoBroker(
         layout.broker,
@@ -80,4 +102,5 @@ def fleet_broker(
         acl_file=layout.acl_file,
         binary=ensure_mosquitto(),
         persistence=True,
+        log_deliveries=log_deliveries,
     )

@@ -2,6 +2,7 @@
 """`gg-virtual fleet up|status|down|chaos`: a virtual fleet from the command line (docs/virtual-fleet.md).
 
     gg-virtual fleet up --devices N [--reject K] [--root DIR] [--telemetry-interval S] [--health-interval S]
+                        [--report-settle S] [--log-deliveries]
     gg-virtual fleet status [--json] [--root DIR]
     gg-virtual fleet chaos restart-broker | offline THING | online THING | kill-nucleus THING | revoke THING
     gg-virtual fleet down [--root DIR]
@@ -29,6 +30,7 @@ from device_agent.devkit.fleet.layout import DEFAULT_ROOT, FleetLayout
 from device_agent.devkit.fleet.spec import FleetError, FleetSpec
 from device_agent.devkit.fleet.state import FleetState
 from device_agent.devkit.fleet.status import fleet_status, render_table
+from device_agent.devkit.fleet.verifier import verifier_installed
 from device_agent.files import ensure_private_dir
 
 EXIT_OK = 0
@@ -55,6 +57,11 @@ def add_parser(commands: Any) -> None:
     up.add_argument("--health-interval", type=float, default=None, metavar="S")
     up.add_argument("--report-settle", type=float, default=None, metavar="S", help="reporter's first wait")
     up.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every device")
+    up.add_argument(
+        "--log-deliveries",
+        action="store_true",
+        help="the broker logs each message it delivers, and to whom (broker/mosquitto.log, which grows)",
+    )
 
     status = with_root(actions.add_parser("status", help="a table per device (or --json)"))
     status.add_argument("--json", action="store_true")
@@ -108,6 +115,7 @@ def _spec(layout: FleetLayout, args: argparse.Namespace) -> FleetSpec:
         telemetry_interval=args.telemetry_interval,
         health_interval=args.health_interval,
         report_settle=args.report_settle,
+        log_deliveries=args.log_deliveries,
     )
     ensure_private_dir(layout.root)
     spec.save(layout.spec_file)
@@ -133,6 +141,7 @@ def _up(layout: FleetLayout, args: argparse.Namespace) -> int:
         print(render_table(fleet_status(layout)))
         return EXIT_OK
     ensure_mosquitto()  # in the foreground: an installation shows its progress (and may ask for sudo)
+    warn_without_verifier()
     ensure_private_dir(layout.logs)
     layout.state_file.unlink(missing_ok=True)  # the previous run's state: pids that are gone
     log = os.open(layout.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -166,6 +175,19 @@ def _up(layout: FleetLayout, args: argparse.Namespace) -> int:
         time.sleep(_POLL_S)
     _down(layout, 60.0)
     raise FleetError(f"the fleet was not up within {args.timeout:.0f}s; {_log_tail(layout)}")
+
+
+def warn_without_verifier() -> bool:
+    """Say on stderr, loudly, that the fleet will run without a verifier; True when it will."""
+    if verifier_installed():
+        return False
+    print(
+        "gg-virtual fleet: WARNING: the verifier (device_agent_cloud) is not installed, so the fleet runs "
+        "WITHOUT A VERIFIER: no report is checked and every device stays in quarantine. Install the project "
+        "with its cloud package (pip install -e .) to verify and promote devices.",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _try_state(layout: FleetLayout) -> FleetState | None:

@@ -25,7 +25,8 @@ class FleetError(DevkitError):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FleetSpec:
     devices: int
-    # The last `reject` devices report facts the verifier's policy refuses (see components.reject_overrides).
+    # The last `reject` devices present (and so report) a certificate that is not the one registered for their
+    # thing, which the verifier's `certificate` rule refuses (identity.py).
     reject: int = 0
     prefix: str = THING_PREFIX
     # None keeps each component's default interval (what the scale benchmark measures); tests shorten them.
@@ -33,6 +34,8 @@ class FleetSpec:
     health_interval: float | None = None
     # How long the reporter listens to heartbeats before its first report (None: its default, 65 s).
     report_settle: float | None = None
+    # The broker logs every message it delivers, to whom (mosquitto's debug log): what each device received.
+    log_deliveries: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices <= MAX_DEVICES:

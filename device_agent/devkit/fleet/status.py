@@ -75,7 +75,12 @@ def render_table(status: dict[str, Any]) -> str:
     where = f"pid {broker['pid']} on 127.0.0.1:{broker['port']}" if broker["running"] else "not running"
     error = f"; error: {status['error']}" if status.get("error") else ""
     verifier = status.get("verifier") or {}
-    checked_by = f"verifier pid {verifier['pid']}" if verifier.get("running") else "no verifier"
+    if verifier.get("running"):
+        checked_by = f"verifier pid {verifier['pid']}"
+    elif verifier.get("pid") is not None:
+        checked_by = f"VERIFIER pid {verifier['pid']} NOT RUNNING"
+    else:
+        checked_by = "NO VERIFIER: no device is verified"
     lines = [
         f"fleet {status['root']}: {status['phase']}; broker {where}; {checked_by}{error}",
         (
@@ -89,6 +94,8 @@ def render_table(status: dict[str, Any]) -> str:
         if nucleus["restarts"]:
             nucleus_text += f" r{nucleus['restarts']}"
         flags = [flag for flag in ("offline", "revoked") if row[flag]]
+        if row.get("wantedGroup", row["group"]) != row["group"]:
+            flags.append(f"moving to {row['wantedGroup']}")
         age = row["telemetryAgeSeconds"]
         seq = row.get("seq") or {}
         seq_text = f"{seq['last']} -{seq['missing']}" if seq.get("last") is not None else "-"
@@ -100,4 +107,6 @@ def render_table(status: dict[str, Any]) -> str:
             f"{(f'{age:.0f}s ago' if age is not None else '-'):<10} {seq_text:<12} {row['health'] or '-':<9} "
             f"{states}{'  [' + ','.join(flags) + ']' if flags else ''}"
         )
+        if row["verdict"] not in {None, "approved"} and row.get("verdictReason"):
+            lines.append(f"{'':<12} {row['verdict']}: {row['verdictReason']}")  # the verifier's own words
     return "\n".join(lines)

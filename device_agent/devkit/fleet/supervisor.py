@@ -118,10 +118,12 @@ class Supervisor:
 
     async def _start_all(self, control: FleetControlServer) -> None:
         layout, spec = self.layout, self.spec
-        self._identities = identities = await asyncio.to_thread(ensure_identities, layout, spec.things)
+        self._identities = identities = await asyncio.to_thread(
+            ensure_identities, layout, spec.things, spec.rejected
+        )
         suite: BuiltSuite = await asyncio.to_thread(build_suite, layout)
         self._sets = component_sets(suite)
-        self._broker = broker = fleet_broker(layout, identities)
+        self._broker = broker = fleet_broker(layout, identities, log_deliveries=spec.log_deliveries)
         await broker.start()
         self.state.broker_pid, self.state.broker_port = broker.pid, broker.port
         self._save()
@@ -130,7 +132,7 @@ class Supervisor:
         # once, and must find its device (then it is applied once the devices run).
         for thing in spec.things:
             launch = DeviceLaunch(
-                thing=thing, identity=identities.devices[thing], suite=suite, broker_port=broker.port
+                thing=thing, identity=identities.presented(thing), suite=suite, broker_port=broker.port
             )
             self.add_device(thing, DeviceProcess(layout, launch))
         self._mqtt = FleetMqttClient(
@@ -148,11 +150,14 @@ class Supervisor:
                     f"the broker refused the observer's subscription to {topic_filter} ({code:#x})"
                 )
         if verifier_installed():
-            files = await asyncio.to_thread(prepare, layout, identities, spec.rejected)
+            files = await asyncio.to_thread(prepare, layout, identities)
             self._verifier = start_verifier(files, identities, broker.port)
             self.state.verifier_pid = self._verifier.pid
         else:
-            logger.warning("fleet.no_verifier: devices stay in quarantine until a verdict reaches the broker")
+            logger.warning(
+                "fleet.no_verifier: device_agent_cloud is not installed; no device is verified, every one "
+                "stays in quarantine unless a verdict reaches the broker"
+            )
         gate = asyncio.Semaphore(CONCURRENT_STARTS)
 
         async def start(thing: str) -> None:
@@ -350,7 +355,7 @@ class Supervisor:
         thing, _device = self._device(request)
         assert self._identities is not None  # noqa: S101
         assert self._broker is not None  # noqa: S101
-        self._identities.ca.revoke(self._identities.devices[thing].cert)
+        self._identities.ca.revoke(self._identities.presented(thing).cert)  # what it connects with
         await self._broker.restart()  # mosquitto reads the CRL when its listener starts
         self.state.broker_pid = self._broker.pid
         self.state.devices[thing].revoked = True

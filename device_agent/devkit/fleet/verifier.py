@@ -2,16 +2,20 @@
 broker with the verifier's certificate, deciding with a policy file and a local registry under
 `<root>/verifier/`:
 
-    policy.json      the rules (verifier-policy/1): every device type passes on this machine, except the
-                     type the rejected devices are registered under, whose rules allow one model that no
-                     machine reports (so the model those devices report is refused: rule `model`)
-    registry.json    the things, their certificates' fingerprints, their types and groups (local-registry/1),
-                     written once when the fleet is created; the verifier moves things between groups
+    policy.json      the rules (verifier-policy/1): the same for every device, and this machine's facts
+                     pass them
+    registry.json    the things, the fingerprint of the certificate registered for each, their type and group
+                     (local-registry/1), written once when the fleet is created; the verifier moves things
+                     between groups
     audit.jsonl      the verifier's audit trail
 
+A rejected device is refused for what it reports: the certificate it connects with and reports is not the
+one the registry attaches to its thing (identity.py), so its report fails the `certificate` rule.
+
 The fleet learns a decision from the verdict on the broker (the group it carries), as a device would; the
-registry is the verifier's own record. When the verifier is not installed (no `device_agent_cloud`), the
-fleet runs without one and a verdict from any holder of the verifier's certificate does the same.
+registry is the verifier's own record. Without `device_agent_cloud` installed the fleet runs without a
+verifier (`fleet up` says so on stderr): no device is verified, and only a verdict published with the
+verifier's certificate would move one.
 """
 
 from __future__ import annotations
@@ -33,10 +37,7 @@ from device_agent.files import atomic_write, ensure_private_dir
 
 logger = logging.getLogger(__name__)
 
-APPROVED_TYPE = "virtual-device"
-UNAPPROVED_TYPE = "virtual-device-unapproved-model"
-# The only model the unapproved type allows: no machine reports it.
-UNLISTED_MODEL = {"vendor": "device-agent", "model": "no-such-model"}
+THING_TYPE = "virtual-device"
 
 POLICY: dict[str, Any] = {
     "schema": "verifier-policy/1",
@@ -53,7 +54,7 @@ POLICY: dict[str, Any] = {
         "whenFactUnavailable": "reject",
         "reverifyIntervalSeconds": 86400,
     },
-    "thingTypes": {UNAPPROVED_TYPE: {"allowedModels": [UNLISTED_MODEL]}},
+    "thingTypes": {},
 }
 
 
@@ -82,8 +83,9 @@ def verifier_installed() -> bool:
     return importlib.util.find_spec("device_agent_cloud.service") is not None
 
 
-def prepare(layout: FleetLayout, identities: FleetIdentities, rejected: frozenset[str]) -> VerifierFiles:
-    """Write the policy (when absent) and register every device once (an existing registry is kept)."""
+def prepare(layout: FleetLayout, identities: FleetIdentities) -> VerifierFiles:
+    """Write the policy (when absent) and register every device once, with the certificate registered for
+    its thing (an existing registry is kept)."""
     from device_agent_cloud.registry import LocalRegistry  # noqa: PLC0415 - the cloud side, when installed
     from device_agent_cloud.verify import Groups  # noqa: PLC0415
 
@@ -93,14 +95,13 @@ def prepare(layout: FleetLayout, identities: FleetIdentities, rejected: frozense
         atomic_write(files.policy, json.dumps(POLICY, indent=2).encode())
     registry = LocalRegistry(files.registry)
     groups = Groups()
-    for thing_type in (APPROVED_TYPE, UNAPPROVED_TYPE):
-        registry.create_thing_type(thing_type)
+    registry.create_thing_type(THING_TYPE)
     registry.create_group(groups.quarantine)
     registry.create_group(groups.production)
     for thing, identity in identities.devices.items():
         if _registered(registry, thing):
             continue
-        registry.create_thing(thing, UNAPPROVED_TYPE if thing in rejected else APPROVED_TYPE)
+        registry.create_thing(thing, THING_TYPE)
         registry.attach_certificate(thing, sha256_fingerprint(identity.cert))
         registry.add_to_group(thing, groups.quarantine)
     return files
