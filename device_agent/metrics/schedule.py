@@ -18,7 +18,8 @@ ticks are skipped and counted (`Tick.skipped`, `Schedule.skipped`), and the next
 not in the past: a stall yields one sample at the next aligned time, never a burst of catch-up samples.
 
 Interval changes (a live configuration update, the byte budget) apply from the next tick, which is the first
-point of the new interval's grid after the last tick.
+point of the new interval's grid after the last tick. A change while `ticks()` waits re-plans the tick it
+waits for, so a shorter interval takes effect at once, not after the old interval's wait (up to an hour).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 DEFAULT_TOLERANCE = 0.25  # of the interval
 
@@ -60,6 +61,7 @@ class Schedule:
         self._interval = float(interval)
         self._tolerance = tolerance
         self._last: Tick | None = None
+        self._changed: asyncio.Event | None = None  # set by `set_interval` while `ticks()` runs
         self.skipped = 0  # total late ticks skipped since start
 
     @property
@@ -67,9 +69,14 @@ class Schedule:
         return self._interval
 
     def set_interval(self, interval: float) -> None:
-        """Use `interval` from the next tick on (the first point of its grid after the last tick)."""
+        """Use `interval` from the next tick on (the first point of its grid after the last tick), including
+        the tick `ticks()` is waiting for."""
         _check_interval(interval)
+        if float(interval) == self._interval:
+            return
         self._interval = float(interval)
+        if self._changed is not None:
+            self._changed.set()
 
     def next_tick(self) -> Tick:
         """The next tick to wait for, given the clock now; skips (and counts) ticks already too late."""
@@ -97,12 +104,22 @@ class Schedule:
 
     async def ticks(
         self, *, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep
-    ) -> AsyncIterator[Tick]:
-        """Wait for each tick in turn (on the monotonic clock) and yield it; runs until cancelled."""
+    ) -> AsyncGenerator[Tick, None]:
+        """Wait for each tick in turn (on the monotonic clock) and yield it; runs until cancelled.
+
+        An interval change while waiting replaces the awaited tick with the new grid's first point after
+        the last tick yielded."""
+        changed = self._changed = asyncio.Event()
         while True:
+            yielded = self._last
+            changed.clear()
             tick = self.next_tick()
             while (wait := tick.due - self._clock()) > 0:
-                await sleep(wait)
+                await _sleep_unless(changed, wait, sleep)
+                if changed.is_set():
+                    changed.clear()
+                    self._last, self.skipped = yielded, self.skipped - tick.skipped
+                    tick = self.next_tick()
             yield tick
 
     def _due(self, index: int) -> float:
@@ -115,6 +132,20 @@ class Schedule:
         while self._due(index - 1) >= mono:
             index -= 1
         return index
+
+
+async def _sleep_unless(
+    event: asyncio.Event, seconds: float, sleep: Callable[[float], Awaitable[object]]
+) -> None:
+    """Sleep `seconds`, or less if `event` is set meanwhile."""
+    sleeper = asyncio.ensure_future(sleep(seconds))
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, waiter):
+            task.cancel()
+        await asyncio.gather(sleeper, waiter, return_exceptions=True)
 
 
 def _check_interval(interval: float) -> None:

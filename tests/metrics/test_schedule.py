@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -161,3 +162,39 @@ async def test_the_async_iterator_sleeps_again_if_woken_early():
         assert clock.now >= tick.due
         break
     assert clock.sleeps == [1.0] * 9 + [0.5]
+
+
+async def test_a_shorter_interval_set_while_waiting_applies_at_once_not_after_the_old_wait():
+    clock = Clock(now=1000.0)  # wall 1_800_001_000: the next whole hour is 2600 s away
+    schedule = Schedule(3600.0, clock=clock, wall=Wall(clock))
+    forever = asyncio.Event()
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if seconds > 60:
+            await forever.wait()  # only the interval change can end this wait
+        clock.now += seconds
+
+    ticks = schedule.ticks(sleep=sleep)
+    waiting = asyncio.ensure_future(anext(ticks))
+    await asyncio.sleep(0.01)
+    assert sleeps == [2600.0]
+    assert not waiting.done()
+    clock.now = 1002.5
+    schedule.set_interval(1.0)  # a live configuration change
+    tick = await asyncio.wait_for(waiting, timeout=5)
+    assert (tick.due, tick.interval, tick.skipped) == (1003.0, 1.0, 0)
+    assert sleeps == [2600.0, 0.5]
+    assert schedule.skipped == 0
+    await ticks.aclose()
+
+
+async def test_setting_the_same_interval_while_waiting_changes_nothing():
+    clock = SleepingClock(now=1003.0)
+    schedule = Schedule(10.0, clock=clock, wall=Wall(clock))
+    async for tick in schedule.ticks(sleep=clock.sleep):
+        schedule.set_interval(10.0)
+        if tick.due >= 1020.0:
+            break
+    assert clock.sleeps == [7.0, 10.0]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +133,34 @@ def test_any_document_parses_or_fails_with_a_key_path(document: dict[str, Any]):
     assert all(problem.key_path for problem in problems)
 
 
-def test_every_key_is_documented_with_its_default():
+def documented_defaults() -> dict[str, str]:
+    """The configuration table of docs/telemetry.md: each key's default cell."""
     text = DOCS.read_text(encoding="utf-8")
-    missing = [info.key_path for info in describe(TelemetryConfig) if f"`{info.key_path}`" not in text]
-    assert missing == []
+    section = text[text.index("## Configuration") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = {}
+    for line in section.splitlines():
+        if match := re.fullmatch(r"\| `([A-Za-z.]+)` \|\s*([^|]*?)\s*\|.*", line):
+            rows[match[1]] = match[2]
+    return rows
+
+
+def test_every_key_is_documented_with_its_default_value():
+    rows = documented_defaults()
+    wrong = []
+    for info in describe(TelemetryConfig):
+        cell = rows.get(info.key_path)
+        if cell is None:
+            wrong.append((info.key_path, "not in the table"))
+        elif info.type_name != "object":
+            values = []
+            for quoted in re.findall(r"`([^`]+)`", cell):
+                with contextlib.suppress(ValueError):
+                    values.append(json.loads(quoted))
+            # The documented value, with its type: 10.0 is not 10 (a float key shows a decimal point).
+            if not any(v == info.default and type(v) is type(info.default) for v in values):
+                wrong.append((info.key_path, cell))
+    assert wrong == []
 
 
 async def test_a_stored_value_is_one_key_of_a_key_value_store():

@@ -246,3 +246,70 @@ async def test_a_wiped_sequence_file_does_not_restart_numbering_on_a_device_that
         after = delivered_seqs(device)[len(before) :]
         assert min(after) > max(before)
         assert min(after) >= restarted_at_ms  # the time-based floor, as for a corrupt file
+
+
+async def test_a_live_interval_change_applies_at_once_and_an_invalid_deployment_leaves_the_last_good_one(
+    start_device, telemetry_base: Path
+):
+    hourly = telemetry_config(intervalSeconds=3600.0, budget={"maxIntervalSeconds": 3600.0})
+    async with start_device(
+        telemetry_base, update_config=hourly, interpolate_component_configuration=True
+    ) as device:
+        await device.wait_for_state(TELEMETRY, ComponentState.RUNNING, timeout=60)
+        await asyncio.sleep(1.0)  # waiting for the next whole hour
+        before = len(local_seqs(device))
+        result = await device.deploy(update_config={TELEMETRY: {"MERGE": {"intervalSeconds": 1.0}}})
+        assert result.succeeded, result.reason
+        # Not after the hour the publisher was waiting for: within seconds.
+        await wait_until(lambda: len(local_seqs(device)) >= before + 3, 15, "the new interval waited")
+
+        # drainMessagesPerSecond 10 x maxMessageBytes 64 KiB is over the drain's byte limit: the whole
+        # deployment fails, and its valid intervalSeconds does not apply either.
+        invalid = {"intervalSeconds": 5.0, "spool": {"drainMessagesPerSecond": 10.0}}
+        result = await device.deploy(update_config={TELEMETRY: {"MERGE": invalid}})
+        assert not result.succeeded
+        assert "drainMessagesPerSecond" in result.reason
+        count = len(local_seqs(device))
+        await asyncio.sleep(4.0)
+        assert len(local_seqs(device)) - count >= 3  # still a sample a second
+        assert device.state(TELEMETRY) is ComponentState.RUNNING
+
+
+async def test_the_byte_budget_lowers_the_resolution_and_real_messages_say_so(
+    start_device, telemetry_base: Path
+):
+    budget = telemetry_config(budget={"limitBytes": 10_000, "period": "day"})
+    async with start_device(
+        telemetry_base, update_config=budget, interpolate_component_configuration=True
+    ) as device:
+        [record] = await device.wait_for_published(TOPIC, count=1, timeout=30)
+        message = json.loads(record.payload)
+        telemetry_validator().validate(message)
+        # 10 kB a day cannot carry a sample a second: the floor, the longest interval with the kept groups.
+        assert message["degraded"] == {"reason": "budget", "level": "floor", "intervalS": 600, "omitted": []}
+        await asyncio.sleep(3.0)
+        assert len(messages(device)) <= 2  # not a sample a second any more
+
+
+async def test_without_connection_status_publish_results_decide_and_no_sample_is_lost(
+    start_device, telemetry_base: Path
+):
+    # A nucleus without SubscribeToIoTCoreConnectionStatus, whose in-memory spooler holds ~3 messages.
+    async with start_device(
+        telemetry_base, merge={STORE: ""}, spool_max_bytes=2048, interpolate_component_configuration=True
+    ) as device:
+        del device.nucleus._ipc_handlers["aws.greengrass#SubscribeToIoTCoreConnectionStatus"]
+        result = await device.deploy(merge={TELEMETRY: ""}, update_config=telemetry_config())
+        assert result.succeeded, result.reason
+        await device.wait_for_published(TOPIC, count=2, timeout=30)
+        assert "telemetry.no_connection_status" in device.log(TELEMETRY)
+        await device.go_offline()
+        first = max(local_seqs(device)) + 1
+        await wait_until(lambda: max(local_seqs(device)) >= first + 8, 60, "sampling stalled offline")
+        last = max(local_seqs(device))
+        # The first went into the nucleus's spooler ("published"); once it was full, into the durable spool.
+        await device.go_online()
+        await wait_until(
+            lambda: set(range(first, last + 1)) <= set(delivered_seqs(device)), 60, "samples were lost"
+        )
+        assert any(m.get("backfill") for m in messages(device))

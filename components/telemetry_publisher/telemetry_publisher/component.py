@@ -34,11 +34,14 @@ from device_agent.errors import (
     NotAuthorizedError,
     OperationNotSupportedError,
     StorageError,
+    TimedOutError,
+    UnavailableError,
 )
 from device_agent.ipc import Qos
 from device_agent.ipc_types import IotCoreConnectionStatus
 from device_agent.metrics import Sampler, Schedule
 from device_agent.refusals import Destination, Refusals
+from device_agent.retry import Backoff, retry
 from device_agent.store_client import StoreClient
 from telemetry_publisher.baseline_file import BaselineFile
 from telemetry_publisher.budget import Decision, Usage, decide
@@ -67,6 +70,7 @@ SEQUENCE_FILE = "sequence.json"
 BASELINE_FILE = "baseline.json"
 STORE_TIMEOUT = 5.0
 FINAL_SAVE_SECONDS = 1.5
+CONNECTION_STATUS_BACKOFF = Backoff(initial=1.0, maximum=300.0)
 
 
 class TelemetryPublisher(Component[TelemetryConfig]):
@@ -132,7 +136,9 @@ class TelemetryPublisher(Component[TelemetryConfig]):
             self.sink.packer = Packer(
                 thing=ctx.thing_name, max_bytes=new.max_message_bytes, max_samples=new.batch_size
             )
-        self.decision = None  # decided afresh at the next tick, with the new interval and groups
+        # Decided afresh now: a new interval re-plans the tick being waited for (which may be an hour off).
+        self.decision = None
+        self._decide(new)
 
     # ---- state -----------------------------------------------------------------------------------------
 
@@ -181,8 +187,8 @@ class TelemetryPublisher(Component[TelemetryConfig]):
                 logger.info("telemetry.ticks_skipped", extra={"skipped": tick.skipped})
             await self._sample_once(ctx)
 
-    async def _sample_once(self, ctx: Context[TelemetryConfig]) -> None:
-        config = ctx.config
+    def _decide(self, config: TelemetryConfig) -> Decision:
+        """The budget's resolution for now; the schedule follows its interval."""
         decision = decide(
             config.budget_settings(),
             interval=config.interval_seconds,
@@ -197,8 +203,12 @@ class TelemetryPublisher(Component[TelemetryConfig]):
                 extra={"reason": decision.reason, "interval_s": decision.interval_seconds},
             )
         self.decision = decision
-        if decision.interval_seconds != self.schedule.interval:
-            self.schedule.set_interval(decision.interval_seconds)
+        self.schedule.set_interval(decision.interval_seconds)
+        return decision
+
+    async def _sample_once(self, ctx: Context[TelemetryConfig]) -> None:
+        config = ctx.config
+        decision = self._decide(config)
         sample = self.sampler.sample(decision.groups)
         record = encode_sample(await self.sequence.next(), sample)
         self.group_bytes.update(group_sizes(sample))
@@ -261,15 +271,31 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         return current_status(self.usage, self.spool.stats, degraded)
 
     async def _follow_connection(self, ctx: Context[TelemetryConfig]) -> None:
+        """Subscribe to the IoT Core connection status; until then, and without it, publish results decide.
+        A transient failure (the nucleus restarting, a timeout) is retried with capped, jittered backoff;
+        once subscribed, the IPC session re-subscribes by itself after every reconnection."""
+
         def on_status(status: IotCoreConnectionStatus) -> None:
             self.spool.set_connected(status.connected)
 
         try:
-            await ctx.ipc.subscribe_to_connection_status(on_status)
+            await retry(
+                lambda: ctx.ipc.subscribe_to_connection_status(on_status),
+                on=_transient,
+                name="telemetry.connection_status",
+                backoff=CONNECTION_STATUS_BACKOFF,
+            )
         except OperationNotSupportedError:
             logger.info("telemetry.no_connection_status")  # publish results decide instead
         except DeviceAgentError as error:
             logger.warning("telemetry.connection_status_unavailable", extra={"error": type(error).__name__})
+
+
+def _transient(error: BaseException) -> bool:
+    """Worth subscribing again: the nucleus did not answer, not "never" (unsupported, or not authorized)."""
+    return isinstance(error, UnavailableError | TimedOutError) and not isinstance(
+        error, OperationNotSupportedError
+    )
 
 
 class _Stopping(Exception):  # noqa: N818 - control flow: ends the task group when the component stops
