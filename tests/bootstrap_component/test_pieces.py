@@ -119,14 +119,17 @@ def test_the_kept_state_round_trips_and_refuses_garbage():
             Reported.from_bytes(garbage)
 
 
-def test_the_recipe_holds_every_default_and_grants_only_the_suites_topics():
+def test_the_recipe_holds_every_default_and_grants_only_the_suites_topics_and_list_components():
     recipe = yaml.safe_load(RECIPE.read_text())
     defaults = dict(recipe["ComponentConfiguration"]["DefaultConfiguration"])
     access = defaults.pop("accessControl")
     assert defaults == json.loads(json.dumps(defaults_document(BootstrapConfig)))
-    assert set(access) == {"aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub"}
+    assert set(access) == {"aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub", "aws.greengrass.Cli"}
     for policy in access["aws.greengrass.ipc.mqttproxy"].values():
         assert all("{iot:thingName}" in resource for resource in policy["resources"])
+    # The CLI: one operation, on the literal `*` it is checked against (escaped), never a component name.
+    [cli] = access["aws.greengrass.Cli"].values()
+    assert (cli["operations"], cli["resources"]) == (["aws.greengrass#ListComponents"], ["${*}"])
     lifecycle = recipe["Manifests"][0]["Lifecycle"]
     assert lifecycle["Run"]["RequiresPrivilege"] is False
 

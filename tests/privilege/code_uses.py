@@ -41,6 +41,9 @@ SESSION_CLASSES = frozenset({"IpcSession", "IpcCore"})
 SESSION_NAMES = frozenset({"ipc", "_ipc"})
 THING = "{iot:thingName}"
 MAX_DEPTH = 12  # assignments followed before an expression counts as circular
+#: Session methods whose call names no resource, and the resource the nucleus checks them against:
+#: ListComponents is authorized on the literal `*` (aws-greengrass-cli CLIEventStreamAgent).
+FIXED_RESOURCES: Mapping[str, str] = types.MappingProxyType({"list_components": "*"})
 
 #: Operations the nucleus never authorizes: any component that connected may call them (greengrass-ipc.md
 #: §4.2; the local nucleus registers no destination for them either). Anything else must be classified.
@@ -324,6 +327,8 @@ class Resolver:
         self._bindings = bindings
 
     def resource(self, site: CallSite) -> Values:
+        if site.method in FIXED_RESOURCES:
+            return (FIXED_RESOURCES[site.method],)
         call = site.call
         if call.args:
             expression = call.args[0]

@@ -47,11 +47,13 @@ def ask_the_store_for_telemetry_keys(device: VirtualDevice) -> None:
 
 @dataclass(frozen=True)
 class Run:
-    """How to run a component briefly: its companions, fast settings, and a nudge repeated while waiting."""
+    """How to run a component briefly: its companions, fast settings, the device's options, and a nudge
+    repeated while waiting."""
 
     companions: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
     nudge: Callable[[VirtualDevice], None] | None = None
+    device: dict[str, Any] = field(default_factory=dict)
 
 
 RUNS: dict[str, Run] = {
@@ -62,7 +64,10 @@ RUNS: dict[str, Run] = {
     TELEMETRY: Run(companions=(STORE,), config={"intervalSeconds": 1.0, "heartbeatIntervalSeconds": 1.0}),
     HEALTH: Run(config={"summaryIntervalSeconds": 1.0, "heartbeatIntervalSeconds": 1.0}),
     REPORTER: Run(
-        companions=(STORE,), config={"components": {"settleSeconds": 0.0}, "heartbeatIntervalSeconds": 1.0}
+        companions=(STORE,),
+        config={"components": {"settleSeconds": 0.0}, "heartbeatIntervalSeconds": 1.0},
+        # With the Greengrass CLI, so that its ListComponents grant is exercised (the components fact).
+        device={"with_cli": True},
     ),
 }
 
@@ -142,7 +147,7 @@ async def test_every_request_is_granted_and_every_grant_is_used(
     names = (*run.companions, component)
     base = install_built(built_suite, tmp_path / "base", names)
     allowed_idle = UNEXERCISED.get(component, {})
-    async with start_device(interpolate_component_configuration=True) as device:
+    async with start_device(interpolate_component_configuration=True, **run.device) as device:
         recorder = Recorder(component)
         device.nucleus.authorizer.add_decision_listener(recorder)
         result = await device.deploy(

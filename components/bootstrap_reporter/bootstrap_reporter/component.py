@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+from bootstrap_reporter.cli_listing import CliListing
 from bootstrap_reporter.config import BootstrapConfig, thing_topic
 from bootstrap_reporter.erase import erase_store
 from bootstrap_reporter.inventory import HEARTBEAT_FILTER, Inventory
@@ -101,6 +102,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
         self.ctx = ctx
         self.store = StoreClient(ctx.ipc, STATE_NAMESPACE, timeout=STORE_TIMEOUT)
         self.inventory = Inventory(NAME, self.version)
+        self.cli_listing = CliListing()
         # A topic the recipe does not grant is reported (an event at most hourly, DEGRADED), not fatal.
         self.report_refusals = Refusals(ctx, "bootstrap.publish_unauthorized", what="the bootstrap report")
         self.verdict_refusals = Refusals(
@@ -142,6 +144,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
         if old.verdict_topic != new.verdict_topic:
             await self._subscribe_verdicts(new)
         self.next_collect = 0.0  # collect at once: a changed setting may change a fact
+        self.cli_listing.retry_now()  # a deployment may have merged the ListComponents grant
         self.wake.set()
 
     # ---- the loop ------------------------------------------------------------------------------------
@@ -198,7 +201,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
     async def _collect(self, ctx: Context[BootstrapConfig]) -> None:
         config = ctx.config
         facts = await asyncio.to_thread(gather, Tree(), os.environ, certificate_path=config.certificate_path)
-        facts["components"] = self.inventory.fact()
+        facts["components"] = await self.cli_listing.fact(ctx.ipc) or self.inventory.fact()
         if config.collectors.directory:
             facts["extra"] = await run_collectors(
                 Path(config.collectors.directory),

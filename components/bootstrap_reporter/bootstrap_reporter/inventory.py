@@ -1,12 +1,9 @@
-"""The `components` fact: the suite's components and their versions, from their heartbeats.
+"""The `components` fact without the Greengrass CLI: the suite's components and versions, from heartbeats.
 
-Every suite component heartbeats on `device-agent/heartbeat/<component>` with its `version`, so listening
-gives an honest list of the suite's own components (`source: suite`): what heartbeats, not everything the
-nucleus runs. The schema also allows `greengrass-cli` (ListComponents); the reporter does not use it
-(docs/bootstrap.md, "The components fact"): it exists only where `aws.greengrass.Cli` is deployed, which
-AWS recommends for development devices only; its answer carries every component's whole configuration,
-far more than a report needs; and its grant (resource `*` under `aws.greengrass.Cli`) would be dead
-weight in the recipe of every production device.
+Where the device has the Greengrass CLI, ListComponents answers instead (`cli_listing.py`,
+`source: greengrass-cli`); this list is the fallback. Every suite component heartbeats on
+`device-agent/heartbeat/<component>` with its `version`, so listening gives an honest list of the suite's
+own components (`source: suite`): what heartbeats, not everything the nucleus runs.
 
 A component that sends a STOPPING heartbeat leaves the list; one that crashed stays until the reporter
 restarts (its last known version is still what was deployed).
