@@ -294,3 +294,20 @@ def test_a_mosquitto_other_than_2_x_is_refused_with_a_clear_error(monkeypatch: p
     monkeypatch.setattr(broker, "mosquitto_version", unknown)
     with pytest.raises(FleetError, match="cannot tell the version"):
         broker.ensure_mosquitto()
+
+
+def test_a_root_too_long_for_the_devices_sockets_is_refused_before_anything_starts(
+    fleet_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from device_agent.devkit.cli import main as gg_virtual  # noqa: PLC0415
+
+    # Each device's nucleus binds <root>/devices/<thing>/control.socket: 32 bytes past the root.
+    base = fleet_root.parent  # a short temporary directory
+    short = FleetLayout.at(base / ("s" * (107 - 32 - len(str(base)) - 1)))
+    assert short.socket_path_problem(["vdev-001"]) is None
+    long = FleetLayout.at(Path(str(short.root) + "x"))
+    assert long.socket_path_problem(["vdev-001"]) is not None
+    code = gg_virtual(["fleet", "up", "--root", str(long.root), "--devices", "2"])
+    assert code == 1
+    assert "is too long: vdev-001's control.socket would be 108 bytes" in capsys.readouterr().err
+    assert not long.root.exists()  # refused before the root, its identities or any process

@@ -122,6 +122,10 @@ def _spec(layout: FleetLayout, args: argparse.Namespace) -> FleetSpec:
     return spec
 
 
+def _things(args: argparse.Namespace) -> tuple[str, ...]:
+    return FleetSpec(devices=args.devices).things if args.devices is not None else ()
+
+
 def supervisor_running(layout: FleetLayout) -> int | None:
     """The supervisor's pid when one runs for this root."""
     try:
@@ -135,6 +139,11 @@ def supervisor_running(layout: FleetLayout) -> int | None:
 
 
 def _up(layout: FleetLayout, args: argparse.Namespace) -> int:
+    problem = layout.socket_path_problem(
+        FleetSpec.load(layout.spec_file).things if layout.spec_file.exists() else _things(args)
+    )
+    if problem:
+        raise FleetError(problem)  # before anything is written under the root
     spec = _spec(layout, args)
     if supervisor_running(layout) is not None:
         print(f"gg-virtual fleet: already up on {layout.root}", file=sys.stderr)

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,9 @@ DEFAULT_ROOT = Path(".virtual-fleet")
 THING_PREFIX = "vdev"
 VERIFIER = "device-agent-verifier"  # the verifier's certificate common name (its MQTT username)
 OBSERVER = "device-agent-observer"  # the fleet tool's own read-only identity
+# A Unix socket path holds at most 107 bytes (sun_path, with its NUL). Each device's nucleus listens on two.
+SOCKET_PATH_MAX = 107
+DEVICE_SOCKETS = ("ipc.socket", "control.socket")
 
 
 def thing_name(index: int, prefix: str = THING_PREFIX) -> str:
@@ -86,3 +91,16 @@ class FleetLayout:
 
     def device_console(self, thing: str) -> Path:
         return self.logs / f"{thing}.console.log"
+
+    def socket_path_problem(self, things: Iterable[str]) -> str | None:
+        """Why a device's sockets could not be bound under this root, or None. (Its nucleus would refuse to
+        start; a real nucleus hands its components a relative path instead, the same on every device.)"""
+        for thing in things:
+            for name in DEVICE_SOCKETS:
+                size = len(os.fsencode(self.device_root(thing) / name))
+                if size > SOCKET_PATH_MAX:
+                    return (
+                        f"the fleet root {self.root} is too long: {thing}'s {name} would be {size} bytes, "
+                        f"and a Unix socket path holds at most {SOCKET_PATH_MAX}; use a shorter --root"
+                    )
+        return None

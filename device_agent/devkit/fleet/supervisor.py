@@ -118,6 +118,9 @@ class Supervisor:
 
     async def _start_all(self, control: FleetControlServer) -> None:
         layout, spec = self.layout, self.spec
+        problem = layout.socket_path_problem(spec.things)
+        if problem:
+            raise FleetError(problem)
         self._identities = identities = await asyncio.to_thread(
             ensure_identities, layout, spec.things, spec.rejected
         )
