@@ -160,6 +160,19 @@ def test_silence_makes_a_check_unknown_and_data_restores_the_last_state() -> Non
     assert change.evidence.condition == "readings resumed"
 
 
+def test_a_source_that_fails_makes_a_check_unknown_at_once_with_the_reason() -> None:
+    evaluator = Evaluator(DISK)
+    feed(evaluator, [(0, 50.0), *every(10, 10, 70, 8.0)])
+    assert evaluator.state is State.WARN
+    [change] = evaluator.unknown("the file cannot be read", at=75)
+    assert (change.old, change.new, change.at, change.value) == (State.WARN, State.UNKNOWN, 75, None)
+    assert str(change.evidence) == "the file cannot be read"
+    assert evaluator.unknown("again", at=80) == ()  # once
+    [change] = evaluator.observe(50.0, at=90)  # back: the last known state, then recovery needs evidence
+    assert (change.old, change.new) == (State.UNKNOWN, State.WARN)
+    assert Evaluator(DISK).unknown("never read", at=0) == ()  # it starts UNKNOWN
+
+
 def test_a_reading_after_a_long_gap_reports_the_gap_then_resumes() -> None:
     evaluator = Evaluator(CPU)
     feed(evaluator, [(0, 20)])

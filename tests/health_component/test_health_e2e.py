@@ -479,3 +479,42 @@ async def test_without_connection_status_last_publish_follows_the_summaries_the_
             CLOUD_TOPIC, where=lambda r: json.loads(r.payload)["overall"] == "CRITICAL", timeout=15
         )
     assert "health.no_connection_status" in device.log(HEALTH)
+
+
+async def test_a_certificate_that_cannot_be_read_is_unknown_with_the_reason_and_never_its_contents(
+    start_device, health_base: Path, tmp_path: Path
+):
+    certificate = tmp_path / "device.pem.crt"
+    garbage = "-----BEGIN CERTIFICATE-----\nU2VjcmV0LWxvb2tpbmctYnl0ZXMtdGhhdC1hcmUtbm90LWEtY2VydA\n"
+    certificate.write_text(garbage)
+    config = health_config(certificatePath=str(certificate), certificateCheckSeconds=1.0)
+
+    def cert(state: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda s: states(s, "certificate").get(None) == state
+
+    async with start_device(
+        health_base, update_config=config, interpolate_component_configuration=True
+    ) as device:
+        unknown = await wait_for_summary(device, cert("UNKNOWN"), 30, "an unparsable certificate not shown")
+        assert unknown["overall"] != "OK"  # UNKNOWN needs a look
+        write_certificate(certificate, days_left=20.0)
+        await wait_for_summary(device, cert("WARN"), 15, "the readable certificate not judged")
+        certificate.unlink()
+        await wait_for_summary(
+            device, lambda s: s["sequence"] > unknown["sequence"] and cert("UNKNOWN")(s), 15, "a gone file"
+        )
+        lines = log_lines(device)
+        report = json.loads(device_health(device, "--json", "--check", "certificate").stdout)
+    reasons = [i["message"] for i in lines if i["kind"] == "incident" and i["check"] == "certificate"]
+    assert reasons == [
+        "the certificate file holds no PEM certificate that can be parsed",
+        "the certificate file cannot be read: No such file or directory",
+    ]
+    went = [line for line in lines if line["kind"] == "state" and line["check"] == "certificate"]
+    assert (went[-1]["from"], went[-1]["to"]) == ("WARN", "UNKNOWN")
+    assert went[-1]["evidence"] == reasons[-1]
+    everything = "\n".join(path.read_text() for path in log_dir(device).glob("health.log*"))
+    assert "U2VjcmV0" not in everything
+    assert "BEGIN CERTIFICATE" not in everything
+    assert "U2VjcmV0" not in device.log(HEALTH)
+    assert report["status"] == "UNKNOWN"

@@ -21,6 +21,7 @@ from health_monitor.readings import (
     certificate_days_left,
     clock_unset,
     event_check,
+    read_certificate,
     sample_readings,
 )
 from health_monitor.settings import CheckThresholds, EventCount, PercentUsed
@@ -81,6 +82,32 @@ def test_certificate_days_left_counts_to_not_after_and_goes_negative_once_expire
     assert certificate_days_left(pem, NOW + timedelta(days=12)) == pytest.approx(-2.0)
     with pytest.raises(ValueError, match=r"."):
         certificate_days_left(b"not a certificate", NOW)
+
+
+def test_a_certificate_that_cannot_be_read_gives_the_reason_never_the_contents(tmp_path: Path):
+    path = tmp_path / "device.pem.crt"
+    assert read_certificate(path, NOW) == "the certificate file cannot be read: No such file or directory"
+    secret = "-----BEGIN CERTIFICATE-----\nTUlJQ2VqQ0NBZUNnQXdJQkFnSVVTZWNyZXQ\n-----END CERTIFICATE-----\n"
+    path.write_text(secret)
+    reason = read_certificate(path, NOW)
+    assert reason == "the certificate file holds no PEM certificate that can be parsed"
+    path.write_bytes(b"x" * (64 * 1024 + 1))
+    assert read_certificate(path, NOW) == "the certificate file is over 64 KiB: not a certificate"
+    assert read_certificate(tmp_path, NOW) == "the certificate file cannot be read: Is a directory"
+
+
+def test_a_check_that_cannot_be_read_is_unknown_at_once():
+    clock = FakeClock()
+    monitor = Monitor(CheckThresholds(), clock=clock, wall=lambda: NOW)
+    assert monitor.unknown("certificate", "unreadable") == []  # shown, UNKNOWN from the start
+    [status] = monitor.statuses()
+    assert (status.check, status.state, status.verified) == ("certificate", State.UNKNOWN, NOW)
+    # Readable again: from UNKNOWN it resumes (OK at the very start), then WARN at once (under 30 days).
+    changes = monitor.observe("certificate", 20.0)
+    assert [(c.old, c.new) for c in changes] == [(State.UNKNOWN, State.OK), (State.OK, State.WARN)]
+    [change] = monitor.unknown("certificate", "the file cannot be read")
+    assert (change.old, change.new, change.evidence) == (State.WARN, State.UNKNOWN, "the file cannot be read")
+    assert monitor.unknown("disabled", "reason") == []
 
 
 def test_clock_unset_and_event_routing():

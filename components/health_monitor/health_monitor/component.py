@@ -72,10 +72,10 @@ from health_monitor.config import HealthConfig, summary_topic
 from health_monitor.monitor import Monitor
 from health_monitor.readings import (
     board_readings,
-    certificate_days_left,
     clock_unset,
     event_check,
     inode_readings,
+    read_certificate,
     sample_readings,
 )
 from health_monitor.restarts import RestartPlanner
@@ -125,6 +125,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.status_supported: bool | None = None
         self.started = time.monotonic()
         self.certificate_read: float | None = None
+        self.certificate_problem: str | None = None  # why the certificate could not be read, last time
         self.log_problem: str | None = None
         self.sequence = 0
         self.snapshot_checks: set[tuple[str, str | None]] = set()
@@ -458,13 +459,25 @@ class HealthMonitor(Component[HealthConfig]):
             await self._read_certificate(config.certificate_path)
 
     async def _read_certificate(self, path: str) -> None:
-        try:
-            pem = await asyncio.to_thread(Path(path).read_bytes)
-            days = certificate_days_left(pem, utc_now())
-        except (OSError, ValueError) as exc:
-            logger.warning("health.certificate_unreadable", extra={"error": type(exc).__name__})
+        days = await asyncio.to_thread(read_certificate, Path(path), utc_now())
+        if not isinstance(days, str):
+            self.certificate_problem = None
+            self._observe("certificate", days)
             return
-        self._observe("certificate", days)
+        # UNKNOWN at once, and an incident with the reason when it first appears or changes.
+        self.pending.extend(self.monitor.unknown("certificate", days))
+        if days != self.certificate_problem and self.monitor.enabled("certificate"):
+            self.certificate_problem = days
+            logger.warning("health.certificate_unreadable", extra={"reason": days})
+            self.pending.append(
+                Incident(
+                    time=utc_now(),
+                    check="certificate",
+                    event="certificate.unreadable",
+                    severity=Severity.WARNING,
+                    message=days,
+                )
+            )
 
     async def _sample_when_quiet(self, ctx: Context[HealthConfig]) -> None:
         """Sample the device only while the telemetry publisher's samples are not arriving."""

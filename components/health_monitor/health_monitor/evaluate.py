@@ -190,6 +190,15 @@ class Evaluator:
         evidence = Evidence(condition=f"no reading for {silent:.0f} s (UNKNOWN after {limit:g} s)")
         return (self._change(State.UNKNOWN, self.last_reading + limit, None, evidence),)
 
+    def unknown(self, reason: str, at: float | None = None) -> tuple[Change, ...]:
+        """UNKNOWN now, for `reason` (the source failed, not merely fell silent); the next reading resumes."""
+        at = self._clock() if at is None else at
+        if self.state is State.UNKNOWN:
+            return ()
+        self._resume = self.state
+        self._reset_runs()
+        return (self._change(State.UNKNOWN, at, None, Evidence(condition=reason)),)
+
     def observe(self, value: object, at: float | None = None) -> tuple[Change, ...]:
         """Take one reading; returns the state changes it causes, in order (usually none)."""
         at = self._clock() if at is None else at

@@ -114,6 +114,21 @@ class Monitor:
         self.verified[key] = wall
         return self._records(key, changes, now, wall)
 
+    def unknown(self, check: str, reason: str, subject: str | None = None) -> list[StateChange]:
+        """The check cannot be read (`reason`): UNKNOWN, shown at once even if it never had a reading."""
+        rule = self._rules.get(check)
+        if rule is None:
+            return []
+        key = (check, subject)
+        now, wall = self._clock(), self._wall()
+        evaluator = self.evaluators.get(key)
+        if evaluator is None:  # it starts UNKNOWN: no change to record
+            self.evaluators[key] = Evaluator(rule, clock=self._clock)
+            self.verified[key] = wall
+            return []
+        self.verified[key] = wall
+        return self._records(key, evaluator.unknown(reason, now), now, wall)
+
     def forget(self, check: str, subject: str | None) -> None:
         """Stop judging a subject (a component that stopped on purpose)."""
         self.evaluators.pop((check, subject), None)

@@ -21,6 +21,7 @@ _UNDERVOLTAGE_NOW = 1 << 0
 _THROTTLED_NOW = 1 << 2
 MAX_SUBJECT = 64
 CLOCK_NEVER_SET_BEFORE: Final = datetime(2020, 1, 1, tzinfo=UTC)
+MAX_CERTIFICATE_BYTES: Final = 64 << 10  # a PEM chain is a few KiB
 
 
 def _number(value: object) -> float | None:
@@ -89,6 +90,21 @@ def certificate_days_left(pem: bytes, now: datetime) -> float:
 
     certificate = x509.load_pem_x509_certificate(pem)
     return (certificate.not_valid_after_utc - now).total_seconds() / 86400.0
+
+
+def read_certificate(path: Path, now: datetime) -> float | str:
+    """Days left on the certificate at `path`, or why it cannot be told (never the file's contents)."""
+    try:
+        with path.open("rb") as file:
+            pem = file.read(MAX_CERTIFICATE_BYTES + 1)
+    except OSError as error:
+        return f"the certificate file cannot be read: {error.strerror or type(error).__name__}"
+    if len(pem) > MAX_CERTIFICATE_BYTES:
+        return f"the certificate file is over {MAX_CERTIFICATE_BYTES // 1024} KiB: not a certificate"
+    try:
+        return certificate_days_left(pem, now)
+    except ValueError:
+        return "the certificate file holds no PEM certificate that can be parsed"
 
 
 def clock_unset(now: datetime) -> float:
