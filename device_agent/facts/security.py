@@ -6,7 +6,9 @@ plain). LVM on LUKS puts the crypt device below: the walk follows `slaves/` down
 
 Secure Boot: the efivars file is 4 bytes of attributes, then the variable; its last byte is 1 when Secure
 Boot is on. Without /sys/firmware/efi the device did not boot with UEFI: `unavailable`, not `false`,
-because a container or a masked /sys looks the same.
+because a container or a masked /sys looks the same. With it but no EFI variable visible at all (efivarfs
+not mounted, an empty mount point), nothing is known either: `unavailable`. Only when other variables are
+visible and SecureBoot is not among them is the firmware without Secure Boot: `false`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ MOUNTINFO = "/proc/self/mountinfo"
 MOUNTINFO_MAX_BYTES = 1024 * 1024
 MAX_DM_DEPTH = 8
 EFI = "/sys/firmware/efi"
-SECURE_BOOT = f"{EFI}/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+EFIVARS = f"{EFI}/efivars"
+SECURE_BOOT = f"{EFIVARS}/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 TPM = "/sys/class/tpm"
 _DEV = re.compile(r"(\d{1,10}):(\d{1,10})")
 _OCTAL = re.compile(r"\\([0-7]{3})")
@@ -85,10 +88,12 @@ def secure_boot(tree: Tree) -> Fact:
         try:
             data = tree.read_bytes(SECURE_BOOT, max_bytes=64)
         except Unreadable as problem:
-            if str(problem).endswith("not present"):
-                # UEFI without the variable: the firmware has no Secure Boot at all.
-                return Fact.ok(value=False, source="efivars")
-            raise
+            if not str(problem).endswith("not present"):
+                raise
+            if not _efi_variables_visible(tree):
+                raise Unreadable(f"no EFI variables visible (efivarfs not mounted on {EFIVARS})") from None
+            # Variables visible, SecureBoot not among them: the firmware has no Secure Boot at all.
+            return Fact.ok(value=False, source="efivars")
         if len(data) < 5:  # noqa: PLR2004 - 4 bytes of attributes and the value
             raise Garbage("the SecureBoot variable is shorter than 5 bytes")
         if data[-1] not in (0, 1):
@@ -96,6 +101,17 @@ def secure_boot(tree: Tree) -> Fact:
         return Fact.ok(value=data[-1] == 1, source="efivars")
 
     return collect(read, name="secureBoot")
+
+
+def _efi_variables_visible(tree: Tree) -> bool:
+    """Whether efivars lists any variable: an empty or missing directory means efivarfs is not mounted.
+    A directory the reporter may not list stays `unavailable` (the Unreadable goes up)."""
+    try:
+        return bool(tree.list_dir(EFIVARS, limit=1))
+    except Unreadable as problem:
+        if str(problem).endswith("not present"):
+            return False
+        raise
 
 
 def tpm(tree: Tree) -> Fact:

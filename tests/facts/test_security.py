@@ -102,14 +102,26 @@ def test_secure_boot_reads_the_last_byte(tree: Callable[[Files], Tree]):
     )
 
 
-def test_secure_boot_off_and_absent_variable_are_false(tmp_path: Path):
+def test_secure_boot_off_and_a_missing_variable_among_visible_ones_are_false(tmp_path: Path):
     from tests.facts.conftest import write_tree  # noqa: PLC0415
 
     assert (
         security.secure_boot(write_tree(tmp_path / "a", {VARIABLE: b"\x06\x00\x00\x00\x00"})).value is False
     )
-    (tmp_path / "b/sys/firmware/efi/efivars").mkdir(parents=True)
-    assert security.secure_boot(Tree(tmp_path / "b")) == Fact.ok(value=False, source="efivars")
+    # Other EFI variables are visible and SecureBoot is not among them: firmware without Secure Boot.
+    boot_order = "sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+    other = write_tree(tmp_path / "b", {boot_order: b"\x07\x00\x00\x00\x01\x00"})
+    assert security.secure_boot(other) == Fact.ok(value=False, source="efivars")
+
+
+def test_secure_boot_is_unavailable_when_no_efi_variable_is_visible(tmp_path: Path):
+    """UEFI, but efivarfs not mounted (an empty mount point) or no efivars directory: nothing is known,
+    so nothing is guessed."""
+    (tmp_path / "empty/sys/firmware/efi/efivars").mkdir(parents=True)
+    (tmp_path / "absent/sys/firmware/efi").mkdir(parents=True)
+    reason = "no EFI variables visible (efivarfs not mounted on /sys/firmware/efi/efivars)"
+    assert security.secure_boot(Tree(tmp_path / "empty")) == Fact.unavailable(reason)
+    assert security.secure_boot(Tree(tmp_path / "absent")) == Fact.unavailable(reason)
 
 
 def test_no_uefi_is_unavailable_and_garbage_is_an_error(tree: Callable[[Files], Tree], tmp_path: Path):
