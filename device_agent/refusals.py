@@ -1,7 +1,9 @@
-"""Publishes the nucleus refuses: reported once in a while, remembered until one gets through.
+"""Requests the nucleus refuses: reported once in a while, remembered until one gets through.
 
 A `NotAuthorizedError` on a publish means the recipe (or the nucleus's interpolation setting) does not grant
-the topic: an operator's mistake that retrying cannot fix. A component then keeps running, and says so
+the topic: an operator's mistake that retrying cannot fix. The same holds for a subscription, and for a
+secret the component reads (`Destination.SECRET_MANAGER`: the resource is the secret's ARN or name, never
+its value). A component then keeps running, and says so
 where an operator looks (security-checks GG-7): a `security` event on `device-agent/events` and an error
 line, at most once per topic per `report_every` seconds (not once per attempt), and DEGRADED in its
 heartbeat while any topic is refused, until a publish there succeeds.
@@ -34,6 +36,15 @@ REPORT_EVERY_SECONDS: Final = 3600.0
 class Destination(enum.StrEnum):
     IOT_CORE = "iot"
     LOCAL = "local"
+    SECRET_MANAGER = "secretManager"  # noqa: S105 (a service, not a secret)
+
+
+# How an event names each destination, and what the refused resource is there (also its details key).
+_WHERE: Final = {
+    Destination.IOT_CORE: ("on IoT Core", "topic"),
+    Destination.LOCAL: ("on local pub/sub", "topic"),
+    Destination.SECRET_MANAGER: ("from the secret manager", "secret"),
+}
 
 
 class _EventSink(Protocol):
@@ -87,15 +98,15 @@ class Refusals:
         if last is not None and now - last < self._report_every:
             return
         self._reported[topic] = now
-        logger.error(self._event, extra={"topic": topic, "destination": destination.value})
-        where = "IoT Core" if destination is Destination.IOT_CORE else "local pub/sub"
+        where, noun = _WHERE[destination]
+        logger.error(self._event, extra={noun: topic, "destination": destination.value})
         await self._events.emit_event(
             self._event,
             category=Category.SECURITY,
             severity=Severity.CRITICAL,
-            message=f"The nucleus refused {self._what} on {where}: the recipe does not grant the topic.",
-            topic=topic,
+            message=f"The nucleus refused {self._what} {where}: the recipe does not grant the {noun}.",
             destination=destination.value,
+            **{noun: topic},
         )
 
     def succeeded(self, topic: str) -> None:

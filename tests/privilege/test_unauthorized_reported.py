@@ -10,6 +10,7 @@ bootstrap reporter also retries a refused verdict subscription with capped backo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,54 @@ async def test_the_reporter_refused_its_verdict_topic_keeps_running_reports_it_a
         assert "subscribe to" in beat["detail"]
         # Reports still go out: the verifier can see the device even if its verdicts cannot come back.
         await device.wait_for_published("dt/device-agent/+/bootstrap", timeout=30)
+
+
+SECRET_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:device-agent/store-kek-AbCdEf"
+SECRET_VALUE = "kek-material-for-the-test-0123456789abcdef"
+
+
+async def test_the_store_refused_its_secret_sends_a_security_event_once_degrades_and_recovers_when_granted(
+    start_device, built_suite: Path, tmp_path: Path
+):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(
+        json.dumps({"secrets": [{"arn": SECRET_ARN, "name": "store-kek", "secretString": SECRET_VALUE}]})
+    )
+    base = install_built(built_suite, tmp_path / "base", (STORE,))
+    config = {"keySource": "secret", "secretId": SECRET_ARN, "heartbeatIntervalSeconds": 1.0}
+    async with start_device(base, update_config={STORE: {"MERGE": config}}, secrets_file=secrets) as device:
+        await device.wait_for_state(STORE, ComponentState.RUNNING, timeout=60)
+        deadline = time.monotonic() + 30
+        while not events(device, STORE, "store.secret_unauthorized"):
+            assert time.monotonic() < deadline, "no event for the refused secret"
+            await asyncio.sleep(0.1)
+        [event] = events(device, STORE, "store.secret_unauthorized")
+        assert (event["category"], event["severity"]) == ("security", "critical")
+        assert event["details"] == {"secret": SECRET_ARN, "destination": "secretManager"}
+        assert "secret manager" in event["message"]
+        beats = await heartbeats_after(
+            device, STORE, 5
+        )  # the store retries opening meanwhile (1 s, 2 s, ...)
+        assert beats[-1].message["state"] == "DEGRADED"
+        assert f"not authorized to read the secret {SECRET_ARN}" in beats[-1].message["detail"]
+        assert len(events(device, STORE, "store.secret_unauthorized")) == 1  # at most hourly
+        assert device.state(STORE) is ComponentState.RUNNING
+        assert "store.secret_unauthorized" in device.log(STORE)
+
+        grant = {
+            "aws.greengrass.SecretManager": {
+                f"{STORE}:secrets:1": {
+                    "operations": ["aws.greengrass#GetSecretValue"],
+                    "resources": [SECRET_ARN],
+                }
+            }
+        }
+        result = await device.deploy(
+            merge={STORE: ""}, update_config={STORE: {"MERGE": {"accessControl": grant}}}
+        )
+        assert result.succeeded, result.reason
+        deadline = time.monotonic() + 60
+        while device.local_messages(f"device-agent/heartbeat/{STORE}")[-1].message["state"] != "RUNNING":
+            assert time.monotonic() < deadline, "the store stayed DEGRADED after the grant"
+            await asyncio.sleep(0.2)
+        assert SECRET_VALUE not in device.log() + device.log(STORE)

@@ -24,10 +24,11 @@ from typing import Any, ClassVar
 
 from device_agent import store_protocol as protocol
 from device_agent.component import Component, Context
-from device_agent.errors import DeviceAgentError, InvalidInputError, StorageError
+from device_agent.errors import DeviceAgentError, InvalidInputError, NotAuthorizedError, StorageError
 from device_agent.files import atomic_write, read_private
 from device_agent.ipc_types import LocalMessage
 from device_agent.messages import Category, Severity, utc_now
+from device_agent.refusals import Destination, Refusals
 from device_agent.retry import Backoff
 from device_agent.store import KekSource, SecretKekSource
 from encrypted_store.events import EventRelay
@@ -55,12 +56,18 @@ class EncryptedStore(Component[StoreConfig]):
         self.relay = EventRelay()
         self.service: StoreService | None = None
         self.refused = 0
+        self.secret_refusals: Refusals | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self, ctx: Context[StoreConfig]) -> None:
         config = ctx.config
         self.relay.bind(ctx)
+        # keySource `secret` without a GetSecretValue grant: an event (at most hourly), an error line and
+        # DEGRADED until the secret is read; the store keeps retrying to open (security.md).
+        self.secret_refusals = Refusals(
+            ctx, "store.secret_unauthorized", what="the key-encryption secret", doing="read the secret"
+        )
         self.service = StoreService(
             self.directory,
             lambda: self._kek_source(ctx),
@@ -75,7 +82,7 @@ class EncryptedStore(Component[StoreConfig]):
         service = self.service
         assert service is not None  # noqa: S101 - start() ran
         if not service.is_open:  # said here: the runtime reports RUNNING once start() returns
-            ctx.set_health("DEGRADED", "store not open; retrying")
+            ctx.set_health("DEGRADED", self._not_open_reason())
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._serve(ctx, service), name="store.serve")
@@ -108,7 +115,15 @@ class EncryptedStore(Component[StoreConfig]):
         config = ctx.config
         if config.key_source != "secret":
             return None
-        secret = await ctx.ipc.get_secret(config.secret_id)
+        refusals = self.secret_refusals
+        try:
+            secret = await ctx.ipc.get_secret(config.secret_id)
+        except NotAuthorizedError:
+            if refusals is not None:
+                await refusals.refused(config.secret_id, Destination.SECRET_MANAGER)
+            raise
+        if refusals is not None:
+            refusals.succeeded(config.secret_id)
         material = secret.binary if secret.binary is not None else secret.text
         if material is None:
             raise InvalidInputError("the key-encryption secret has no value")
@@ -201,7 +216,11 @@ class EncryptedStore(Component[StoreConfig]):
             if await service.open():
                 ctx.set_health("RUNNING")
             else:
-                ctx.set_health("DEGRADED", "store not open; retrying")
+                ctx.set_health("DEGRADED", self._not_open_reason())
+
+    def _not_open_reason(self) -> str:
+        refused = self.secret_refusals.detail() if self.secret_refusals is not None else None
+        return "store not open; retrying" + (f" ({refused})" if refused else "")
 
     async def _maintain(self, ctx: Context[StoreConfig], service: StoreService) -> None:
         while not await ctx.sleep(ctx.config.maintenance_interval_seconds):
