@@ -55,6 +55,23 @@ def test_a_metrics_sample_gives_every_resource_reading_and_skips_what_is_not_a_n
     assert sample_readings({"cpu": {"usedPct": True}, "disk": "nonsense"}) == []
 
 
+def test_the_monitors_own_samples_hold_every_resource_it_judges_temperature_included():
+    from health_monitor.component import SELF_SAMPLED  # noqa: PLC0415
+
+    from device_agent.metrics import Sampler, SamplerSettings  # noqa: PLC0415
+    from device_agent.metrics.source import CpuTimes  # noqa: PLC0415
+    from tests.metrics.fakes import FakeSource  # noqa: PLC0415
+
+    source, clock = FakeSource(), FakeClock()
+    sampler = Sampler(SamplerSettings(groups=SELF_SAMPLED), source=source, clock=clock)
+    sampler.sample()  # the CPU's share needs a second sample, some time later
+    clock.now += 10.0
+    source.cpu = CpuTimes(total=1030.0, idle=815.0, iowait=10.0)  # 4 CPUs: at most 40 s in 10 s
+    readings = sample_readings(sampler.sample())
+    assert {check for check, _, _ in readings} == {"cpu", "memory", "disk_space", "temperature"}
+    assert ("temperature", "cpu_thermal", 48.2) in readings  # to a tenth of a degree
+
+
 def test_the_board_flags_are_read_where_the_board_reports_them(tmp_path: Path):
     flags = tmp_path / "get_throttled"
     flags.write_text("0x50005\n")

@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -96,6 +97,9 @@ PUBLISH_TIMEOUT: Final = 5.0
 RESTART_TIMEOUT: Final = 10.0  # the nucleus answers at once: the restart happens after
 REJECTS_NOTE_SECONDS: Final = 60.0  # at most one `events.rejected` note a minute, however many arrive
 _SEVERITIES: Final = {s.value: s for s in Severity}
+# What the monitor samples itself while the publisher's samples are not arriving: what its checks judge.
+SELF_SAMPLED: Final = frozenset({Group.CPU, Group.MEMORY, Group.DISK, Group.TEMPERATURE})
+MAX_MOUNTS: Final = 16
 
 
 @dataclasses.dataclass
@@ -115,6 +119,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.pending: list[Record] = []
         self.beats: dict[str, _Beat] = {}
         self.last_sample: float | None = None
+        self.sample_mounts: tuple[str, ...] = ()  # the mounts in the publisher's samples: inodes too
         self.last_stats: float | None = None
         self.stats_gap: float | None = None
         self.connected: bool | None = None
@@ -144,7 +149,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.restarts = RestartPlanner(ctx.config.restart)
         self.refusals = Refusals(ctx, "health.publish_unauthorized", what="health summaries")
         self.writer = self._new_writer(ctx.config)
-        self.sampler = Sampler(SamplerSettings(groups=frozenset({Group.CPU, Group.MEMORY, Group.DISK})))
+        self.sampler = Sampler(SamplerSettings(groups=SELF_SAMPLED))
         self.mono, self.wall = time.monotonic(), time.time()
         await self._write(
             [
@@ -256,6 +261,10 @@ class HealthMonitor(Component[HealthConfig]):
         if not isinstance(sample, dict):
             return
         self.last_sample = time.monotonic()
+        disks = sample.get("disk")
+        if isinstance(disks, dict):
+            mounts = (m for m in disks if isinstance(m, str) and m.startswith("/"))
+            self.sample_mounts = tuple(itertools.islice(mounts, MAX_MOUNTS))
         for check, subject, value in sample_readings(sample):
             self._observe(check, value, subject)
 
@@ -449,8 +458,10 @@ class HealthMonitor(Component[HealthConfig]):
         self.mono, self.wall = now, wall_now
         self._observe("clock_jump", jump)
         self._observe("clock_unset", clock_unset(utc_now()))
-        # Inodes are not in the publisher's samples; statvfs is cheap enough for every tick.
-        for check, subject, value in (*inode_readings(config.mounts), *board_readings()):
+        # Inodes are not in the publisher's samples: statvfs (cheap enough for every tick) of the mounts
+        # configured here and of those the publisher samples.
+        mounts = dict.fromkeys((*config.mounts, *self.sample_mounts))
+        for check, subject, value in (*inode_readings(mounts), *board_readings()):
             self._observe(check, value, subject)
         if config.certificate_path and (
             self.certificate_read is None or now - self.certificate_read >= config.certificate_check_seconds
