@@ -8,7 +8,9 @@
 
 Rule keys: `allowedArchitectures` (list or null = any), `allowedModels` (list of {vendor, model} or null),
 `serialAllowlist` (null, {"serials": [...]} or {"path": "manifest.csv"}, relative to the policy file; one
-serial per line, or CSV with a `serial` column or the first column), `requireRootEncryption`,
+serial per line, or CSV with a `serial` column or the first column; optionally with
+`"pseudonymSalt": {"env": "NAME"}`, the fleet salt of devices that redact their serial, so that the
+manifest's serials also match as `hmac-sha256:` pseudonyms), `requireRootEncryption`,
 `requireSecureBoot`, `requireTpm` (booleans), `minimumNucleusVersion` (semantic version or null),
 `maxReportAgeSeconds`, `maxClockSkewSeconds`, `reverifyIntervalSeconds` (positive numbers) and
 `whenFactUnavailable` ("reject" or "pending"). The certificate rule has no key: it is always on.
@@ -20,9 +22,12 @@ only the keys it names. Any error raises `PolicyFileError` with the key path (`t
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -35,6 +40,9 @@ SCHEMA: Final = "verifier-policy/1"
 MAX_POLICY_BYTES: Final = 1 << 20
 MAX_MANIFEST_BYTES: Final = 16 << 20
 THING_TYPE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")  # AWS IoT thing type names
+PSEUDONYM_PREFIX: Final = "hmac-sha256:"
+MIN_SALT_CHARS: Final = 16  # what the reporter requires of its fleetSalt when it redacts
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 Unavailable = Literal["reject", "pending"]
 _SEMVER = re.compile(
@@ -225,17 +233,55 @@ def _serials(value: Any, path: tuple[str | int, ...], base_dir: Path | None) -> 
     if value is None:
         return None
     entry = _object(value, path)
-    if len(entry) != 1 or not entry.keys() <= {"serials", "path"}:
-        raise PolicyFileError(path, 'must be null, {"serials": [...]} or {"path": "manifest"}')
+    sources = entry.keys() & {"serials", "path"}
+    if len(sources) != 1 or not entry.keys() <= {"serials", "path", "pseudonymSalt"}:
+        raise PolicyFileError(
+            path, 'must be null, {"serials": [...]} or {"path": "manifest"}, with an optional pseudonymSalt'
+        )
     if "serials" in entry:
-        return _string_set(entry["serials"], (*path, "serials"), base_dir)
-    where = (*path, "path")
-    if not isinstance(entry["path"], str) or not entry["path"]:
-        raise PolicyFileError(where, "must be a file path")
-    manifest = Path(entry["path"])
-    if not manifest.is_absolute() and base_dir is not None:
-        manifest = base_dir / manifest
-    return read_manifest(manifest, where)
+        listed = _string_set(entry["serials"], (*path, "serials"), base_dir)
+        if listed is None:  # null would turn the rule off from inside an allowlist: say so instead
+            raise PolicyFileError((*path, "serials"), "must be a non-empty list of strings")
+        serials = listed
+    else:
+        where = (*path, "path")
+        if not isinstance(entry["path"], str) or not entry["path"]:
+            raise PolicyFileError(where, "must be a file path")
+        manifest = Path(entry["path"])
+        if not manifest.is_absolute() and base_dir is not None:
+            manifest = base_dir / manifest
+        serials = read_manifest(manifest, where)
+    if "pseudonymSalt" not in entry:
+        return serials
+    salt = _salt(entry["pseudonymSalt"], (*path, "pseudonymSalt"))
+    # Devices that redact their serial report hmac-sha256(fleet salt, serial); devices that do not, the
+    # serial itself: both match the same manifest entry.
+    return serials | frozenset(pseudonym(salt, serial) for serial in serials)
+
+
+def pseudonym(salt: bytes, value: str) -> str:
+    """The reporter's redaction of `value` (device_agent/facts/redaction.py): HMAC-SHA256 keyed with the
+    fleet salt, lowercase hex, prefixed. Computed here on its own so that a test can hold both to one
+    answer."""
+    return PSEUDONYM_PREFIX + hmac.new(salt, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _salt(value: Any, path: tuple[str | int, ...]) -> bytes:
+    """The fleet salt from where the policy says it is; errors name the source, never the salt."""
+    entry = _object(value, path)
+    if entry.keys() != {"env"}:
+        raise PolicyFileError(path, 'must be {"env": "NAME"}, the variable that holds the fleet salt')
+    name = entry["env"]
+    if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+        raise PolicyFileError((*path, "env"), "must be an environment variable name")
+    salt = os.environ.get(name)
+    if salt is None:
+        raise PolicyFileError((*path, "env"), f"the environment variable {name} is not set")
+    if len(salt) < MIN_SALT_CHARS:
+        raise PolicyFileError(
+            (*path, "env"), f"the fleet salt in {name} is shorter than {MIN_SALT_CHARS} characters"
+        )
+    return salt.encode("utf-8")
 
 
 def read_manifest(path: Path, key_path: tuple[str | int, ...] = ()) -> frozenset[str]:
@@ -258,9 +304,9 @@ def read_manifest(path: Path, key_path: tuple[str | int, ...] = ()) -> frozenset
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     rows = list(csv.reader(io.StringIO("\n".join(lines))))
     column = 0
-    if rows and len(rows[0]) > 1:
+    if rows:
         header = [cell.strip().lower() for cell in rows[0]]
-        if "serial" in header:
+        if "serial" in header:  # a header row, also in a one-column file: never a serial itself
             column = header.index("serial")
             rows = rows[1:]
     serials = frozenset(row[column].strip() for row in rows if len(row) > column and row[column].strip())

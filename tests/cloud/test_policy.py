@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device_agent_cloud.errors import PolicyFileError
-from device_agent_cloud.policy import RULE_KEYS, Model, SemVer, load_policy, parse_policy, read_manifest
+from device_agent_cloud.policy import (
+    RULE_KEYS,
+    Model,
+    SemVer,
+    load_policy,
+    parse_policy,
+    pseudonym,
+    read_manifest,
+)
 from tests.cloud.support import POLICY, policy_document
 
 
@@ -109,6 +117,9 @@ def test_manifest_formats(tmp_path: Path):
     lines = tmp_path / "lines.txt"
     lines.write_text("\ufeffA1\nA2\n\n# old batch\nA3\n")
     assert read_manifest(lines) == {"A1", "A2", "A3"}
+    one_column_with_header = tmp_path / "header.csv"
+    one_column_with_header.write_text("Serial\nC1\nC2\n")
+    assert read_manifest(one_column_with_header) == {"C1", "C2"}  # "Serial" is the header, not a unit
     first_column = tmp_path / "first.csv"
     first_column.write_text("B1,2026\nB2,2026\n")
     assert read_manifest(first_column) == {"B1", "B2"}
@@ -161,3 +172,80 @@ def test_any_value_is_accepted_or_refused_naming_its_key(key: str, value: Any):
         error = caught
     if error is not None:
         assert error.key_path[:3] == ("thingTypes", "kiosk", key)
+
+
+# ---- serials the devices redact (pseudonyms) ------------------------------------------------------------
+
+SALT_ENV = "DEVICE_AGENT_TEST_FLEET_SALT"
+SALT = "fleet-salt-of-the-test-0123456789"
+
+
+def thermostat_allowlist(tmp_path: Path, allowlist: dict[str, Any]) -> Any:
+    document = policy_document()
+    document["thingTypes"]["thermostat"]["serialAllowlist"] = allowlist
+    return load_policy(write(tmp_path, document)).rules_for("thermostat").serial_allowlist
+
+
+def test_a_pseudonym_salt_lets_the_manifest_match_redacted_serials_as_the_device_redacts_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from device_agent.facts.redaction import Redactor  # noqa: PLC0415 - the device's side
+
+    monkeypatch.setenv(SALT_ENV, SALT)
+    (tmp_path / "thermostats.csv").write_text("serial\nSN-0001\nSN-0002\n")
+    allowed = thermostat_allowlist(tmp_path, {"path": "thermostats.csv", "pseudonymSalt": {"env": SALT_ENV}})
+    device = Redactor(SALT.encode("utf-8"), frozenset({"serial"}))
+    assert allowed == {"SN-0001", "SN-0002", device.pseudonym("SN-0001"), device.pseudonym("SN-0002")}
+    assert pseudonym(SALT.encode(), "SN-0001") == device.pseudonym("SN-0001")
+    other_fleet = Redactor(b"another-fleet-salt-0123456789", frozenset({"serial"}))
+    assert other_fleet.pseudonym("SN-0001") not in allowed
+    inline = thermostat_allowlist(tmp_path, {"serials": ["SN-0009"], "pseudonymSalt": {"env": SALT_ENV}})
+    assert inline == {"SN-0009", device.pseudonym("SN-0009")}
+
+
+@pytest.mark.parametrize(
+    ("salt_source", "environment", "message"),
+    [
+        ({"env": SALT_ENV}, None, f"the environment variable {SALT_ENV} is not set"),
+        ({"env": SALT_ENV}, "short-salt", f"the fleet salt in {SALT_ENV} is shorter than 16 characters"),
+        ({"env": "not a name"}, SALT, "must be an environment variable name"),
+        ({"env": 7}, SALT, "must be an environment variable name"),
+        ({"secret": "x"}, SALT, 'must be {"env": "NAME"}'),
+        ("DEVICE_AGENT_TEST_FLEET_SALT", SALT, "must be an object"),
+    ],
+)
+def test_a_bad_pseudonym_salt_is_refused_by_key_and_never_echoed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    salt_source: Any,
+    environment: str | None,
+    message: str,
+):
+    if environment is None:
+        monkeypatch.delenv(SALT_ENV, raising=False)
+    else:
+        monkeypatch.setenv(SALT_ENV, environment)
+    with pytest.raises(PolicyFileError) as caught:
+        thermostat_allowlist(tmp_path, {"serials": ["SN-0001"], "pseudonymSalt": salt_source})
+    text = str(caught.value)
+    assert text.startswith("thingTypes.thermostat.serialAllowlist.pseudonymSalt")
+    assert message in text
+    assert SALT not in text
+    assert "short-salt" not in text
+
+
+@pytest.mark.parametrize(
+    "allowlist",
+    [
+        {"serials": None},
+        {"pseudonymSalt": {"env": SALT_ENV}},
+        {"serials": ["SN-0001"], "other": 1},
+    ],
+    ids=["null serials", "salt without serials", "unknown key"],
+)
+def test_an_allowlist_without_serials_or_with_unknown_keys_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowlist: dict[str, Any]
+):
+    monkeypatch.setenv(SALT_ENV, SALT)
+    with pytest.raises(PolicyFileError, match=r"^thingTypes\.thermostat\.serialAllowlist"):
+        thermostat_allowlist(tmp_path, allowlist)

@@ -94,3 +94,41 @@ def test_reasons_carry_no_fact_values():
     assert "SN-SECRET-77" not in result.reason
     assert "Prototype X" not in result.reason
     assert "serial: not in the manufacturing manifest" in result.reason
+
+
+def test_a_serial_the_device_redacted_passes_the_allowlist_only_with_the_fleet_salt(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Both sides agree: the reporter's own redaction (redact.serial with its fleetSalt) against the
+    verifier's pseudonyms of the manifest."""
+    from device_agent.facts.fact import Fact  # noqa: PLC0415 - the device's side
+    from device_agent.facts.redaction import Redactor  # noqa: PLC0415
+
+    salt = "fleet-salt-of-the-test-0123456789"
+    monkeypatch.setenv("DEVICE_AGENT_TEST_FLEET_SALT", salt)
+    redacted = Redactor(salt.encode("utf-8"), frozenset({"serial"})).apply(
+        {"serial": Fact.ok("SN-0001", source="device-tree")}
+    )["serial"]
+    assert redacted.value.startswith("hmac-sha256:")
+    report = make_report("t1", FINGERPRINT, change={"serial": redacted.to_document()})
+    parsed = parse_report(json.dumps(report).encode())
+    thing = ThingRecord(
+        name="t1",
+        thing_type="thermostat",
+        certificate_fingerprints=frozenset({FINGERPRINT}),
+        groups=frozenset(),
+    )
+    document = json.loads(json.dumps(POLICY))
+    allowlist = document["thingTypes"]["thermostat"]["serialAllowlist"]
+    plain = parse_policy(document).rules_for("thermostat")
+    assert evaluate(parsed, plain, thing, now=NOW).failed_rules == ("serial",)  # the gap this closes
+    allowlist["pseudonymSalt"] = {"env": "DEVICE_AGENT_TEST_FLEET_SALT"}
+    salted = parse_policy(document).rules_for("thermostat")
+    assert evaluate(parsed, salted, thing, now=NOW).outcome == "approved"
+    assert evaluate(decide_report("SN-0001"), salted, thing, now=NOW).outcome == "approved"  # unredacted
+    unknown = Redactor(salt.encode("utf-8"), frozenset({"serial"})).pseudonym("SN-0003")
+    assert evaluate(decide_report(unknown), salted, thing, now=NOW).failed_rules == ("serial",)
+
+
+def decide_report(serial: str) -> Any:
+    return parse_report(json.dumps(make_report("t1", FINGERPRINT, change={"serial": ok(serial)})).encode())
