@@ -5,7 +5,8 @@ The nucleus's authorizer records each decision (`Authorizer.add_decision_listene
 deployment, so the subscriptions a component makes while it starts are seen too. Each run waits until every
 grant outside the allow-list has been used (or times out), then asserts. Every recipe in `recipes/` runs;
 a new component needs a `RUNS` entry only to speed it up, or an `UNEXERCISED` entry for a grant it uses on
-an error path.
+an error path. The checks are one function (`observe`), also run on the telemetry publisher's recipe with one
+topic too many (seen unexercised) and one too few (seen refused), so the test is seen to fail both ways.
 """
 
 from __future__ import annotations
@@ -139,15 +140,49 @@ def unexercised(device: VirtualDevice, component: str, recorder: Recorder) -> se
     }
 
 
-@pytest.mark.parametrize("component", recipe_names())
-async def test_every_request_is_granted_and_every_grant_is_used(
-    component: str, start_device, built_suite: Path, tmp_path: Path
-):
+@dataclass(frozen=True)
+class Observation:
+    """What a run showed: refused requests, grants not exercised (beyond the allow-list), stale excuses."""
+
+    refused: tuple[Decision, ...]
+    unexercised: frozenset[tuple[str, str]]
+    stale_excuses: frozenset[tuple[str, str]]
+    state: ComponentState
+
+    def problems(self) -> list[str]:
+        return [
+            *(f"refused: {d.operation} on {d.resource}" for d in self.refused),
+            *(f"unexercised: {op} on {resource}" for op, resource in sorted(self.unexercised)),
+            # The allow-list names real grants only (a grant removed from the recipe leaves no stale excuse).
+            *(f"allow-listed but not granted: {op} on {res}" for op, res in sorted(self.stale_excuses)),
+            *([f"not running: {self.state.name}"] if self.state is not ComponentState.RUNNING else []),
+        ]
+
+
+async def observe(
+    component: str,
+    start_device: Any,
+    built_suite: Path,
+    tmp_path: Path,
+    *,
+    edit_recipe: Callable[[dict[str, Any]], None] | None = None,
+    expected_idle: frozenset[tuple[str, str]] = frozenset(),
+) -> Observation:
+    """Run `component` as built (its recipe first changed by `edit_recipe`) and record what it was granted.
+
+    The wait ends once every grant outside the allow-list and `expected_idle` has been exercised, or after
+    WAIT_SECONDS; `expected_idle` only shortens the wait for a grant a fixture knows is never used.
+    """
     run = RUNS.get(component, Run())
     names = (*run.companions, component)
     base = install_built(built_suite, tmp_path / "base", names)
-    allowed_idle = UNEXERCISED.get(component, {})
-    async with start_device(interpolate_component_configuration=True, **run.device) as device:
+    if edit_recipe is not None:
+        path = base / "recipes" / f"{component}.yaml"
+        recipe = yaml.safe_load(path.read_text())
+        edit_recipe(recipe)
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    allowed_idle = set(UNEXERCISED.get(component, {}))
+    async with start_device(interpolate_component_configuration=True) as device:
         recorder = Recorder(component)
         device.nucleus.authorizer.add_decision_listener(recorder)
         result = await device.deploy(
@@ -159,12 +194,61 @@ async def test_every_request_is_granted_and_every_grant_is_used(
         assert result.succeeded, result.reason
         await device.wait_for_state(component, ComponentState.RUNNING, timeout=WAIT_SECONDS)
         deadline = time.monotonic() + WAIT_SECONDS
-        while unexercised(device, component, recorder) - set(allowed_idle) and time.monotonic() < deadline:
+        while (
+            unexercised(device, component, recorder) - allowed_idle - expected_idle
+            and time.monotonic() < deadline
+        ):
             if run.nudge is not None:
                 run.nudge(device)
             await asyncio.sleep(0.5)
-        assert [str(d) for d in recorder.refused()] == []
-        assert unexercised(device, component, recorder) <= set(allowed_idle)
-        # The allow-list names real grants only (a grant removed from the recipe leaves no stale excuse).
-        assert set(allowed_idle) <= {(op, as_written(device, r)) for _, op, r in grants(device, component)}
-        assert device.state(component) is ComponentState.RUNNING
+        granted = {(op, as_written(device, r)) for _, op, r in grants(device, component)}
+        return Observation(
+            refused=tuple(recorder.refused()),
+            unexercised=frozenset(unexercised(device, component, recorder) - allowed_idle),
+            stale_excuses=frozenset(allowed_idle - granted),
+            state=device.state(component),
+        )
+
+
+@pytest.mark.parametrize("component", recipe_names())
+async def test_every_request_is_granted_and_every_grant_is_used(
+    component: str, start_device, built_suite: Path, tmp_path: Path
+):
+    observation = await observe(component, start_device, built_suite, tmp_path)
+    assert observation.problems() == []
+
+
+def policy(recipe: dict[str, Any], policy_id: str) -> dict[str, Any]:
+    access = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+    found: dict[str, Any] = access["aws.greengrass.ipc.pubsub"][policy_id]
+    return found
+
+
+async def test_a_recipe_that_grants_one_topic_too_many_is_seen_unexercised(
+    start_device, built_suite: Path, tmp_path: Path
+):
+    def grant_more(recipe: dict[str, Any]) -> None:
+        policy(recipe, f"{TELEMETRY}:pubsub:3")["resources"].append("device-agent/debug")
+
+    extra = (PUBLISH, "device-agent/debug")
+    observation = await observe(
+        TELEMETRY,
+        start_device,
+        built_suite,
+        tmp_path,
+        edit_recipe=grant_more,
+        expected_idle=frozenset({extra}),
+    )
+    assert observation.problems() == ["unexercised: aws.greengrass#PublishToTopic on device-agent/debug"]
+
+
+async def test_a_recipe_without_a_topic_the_code_uses_is_seen_refused(
+    start_device, built_suite: Path, tmp_path: Path
+):
+    def grant_less(recipe: dict[str, Any]) -> None:
+        policy(recipe, f"{TELEMETRY}:pubsub:3")["resources"].remove("device-agent/metrics")
+
+    observation = await observe(TELEMETRY, start_device, built_suite, tmp_path, edit_recipe=grant_less)
+    problems = observation.problems()
+    assert problems, "the refused publish went unseen"
+    assert set(problems) == {"refused: aws.greengrass#PublishToTopic on device-agent/metrics"}
