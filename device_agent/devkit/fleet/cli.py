@@ -52,7 +52,12 @@ def add_parser(commands: Any) -> None:
 
     up = with_root(actions.add_parser("up", help="create (or reuse) the fleet and start it"))
     up.add_argument("--devices", type=int, default=None, help="how many devices (a new fleet needs it)")
-    up.add_argument("--reject", type=int, default=0, help="how many devices report facts the policy refuses")
+    up.add_argument(
+        "--reject",
+        type=int,
+        default=0,
+        help="how many devices present (and report) a certificate not registered for their thing",
+    )
     up.add_argument("--telemetry-interval", type=float, default=None, metavar="S")
     up.add_argument("--health-interval", type=float, default=None, metavar="S")
     up.add_argument("--report-settle", type=float, default=None, metavar="S", help="reporter's first wait")

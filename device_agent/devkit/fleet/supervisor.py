@@ -280,7 +280,7 @@ class Supervisor:
                 try:
                     async with self._device_locks[thing]:
                         if not self._deployable(thing):
-                            break  # the restart deploys its group, then wakes this task again
+                            break  # its restart (the watcher's) wakes this task once it runs again
                         await self._move(thing, group)
                 except DEVICE_FAILURES as exc:
                     record.last_error = str(exc)
