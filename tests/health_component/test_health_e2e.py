@@ -200,6 +200,19 @@ async def test_a_silent_sibling_is_reported_within_two_heartbeat_intervals(start
         assert any(line["kind"] == "state" and line["to"] == "CRITICAL" for line in report["timeline"])
 
 
+def tool_copy(device: VirtualDevice, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python3 -I -S <log folder>/device-health`: the copy the monitor keeps, on a bare interpreter."""
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(log_dir(device) / "device-health"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd="/",
+        env={"PATH": os.environ.get("PATH", ""), "NO_COLOR": "1"},
+    )
+
+
 def reported_time(device: VirtualDevice) -> str:
     times: list[str] = [
         r.message["time"] for r in device.local_messages(LOCAL_TOPIC) if r.message["overall"] == "CRITICAL"
@@ -270,6 +283,10 @@ async def test_a_store_integrity_event_shows_up_and_device_health_reads_it(start
         screen = device_health(device)
         assert "integrity" in screen.stdout
         assert screen.returncode == 2
+        # The copy the monitor keeps beside the log, on a bare interpreter, reads the same from its folder.
+        copy = tool_copy(device, "--json")
+        assert copy.returncode == 2, copy.stderr
+        assert json.loads(copy.stdout)["status"] == "CRITICAL"
 
 
 def write_certificate(path: Path, days_left: float) -> None:
@@ -383,12 +400,18 @@ async def test_a_technician_group_can_pass_through_the_work_folder_to_the_log(
         work = log_dir(device).parent
         modes = {
             path.name: (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid)
-            for path in (work, log_dir(device), log_dir(device) / "health.log")
+            for path in (
+                work,
+                log_dir(device),
+                log_dir(device) / "health.log",
+                log_dir(device) / "device-health",
+            )
         }
     assert modes == {
         work.name: (0o710, 65534),  # the group passes through, cannot list
         "health": (0o750, 65534),
         "health.log": (0o640, 65534),
+        "device-health": (0o640, 65534),  # the tool beside it, for `python3 .../device-health`
     }
 
 

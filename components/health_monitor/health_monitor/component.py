@@ -82,6 +82,7 @@ from health_monitor.readings import (
 from health_monitor.restarts import RestartPlanner
 from health_monitor.sharing import share_work_folder
 from health_monitor.summary import summary
+from health_monitor.technician_tool import install_tool
 
 logger = logging.getLogger(__name__)
 
@@ -551,6 +552,9 @@ class HealthMonitor(Component[HealthConfig]):
             problem = share_work_folder(self.log_dir, self.writer.shared_gid)
             if problem is not None:
                 logger.warning("health.log_not_reachable_by_group", extra={"reason": problem})
+            problem = install_tool(self.log_dir, self.writer.shared_gid)
+            if problem is not None:
+                logger.warning("health.tool_not_installed", extra={"reason": problem})
         for record in records:
             try:
                 self.writer.append(record)
