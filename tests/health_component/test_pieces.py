@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from health_monitor.config import HealthConfig
 from health_monitor.monitor import Monitor
 from health_monitor.readings import (
+    ClockWatch,
     board_readings,
     certificate_days_left,
     clock_unset,
@@ -125,6 +126,30 @@ def test_a_check_that_cannot_be_read_is_unknown_at_once():
     [change] = monitor.unknown("certificate", "the file cannot be read")
     assert (change.old, change.new, change.evidence) == (State.WARN, State.UNKNOWN, "the file cannot be read")
     assert monitor.unknown("disabled", "reason") == []
+
+
+def test_a_wall_clock_jump_either_way_is_measured_and_judged_then_recovers():
+    mono, wall = [100.0], [1_800_000_000.0]
+    watch = ClockWatch(mono=lambda: mono[0], wall=lambda: wall[0])
+    clock = FakeClock()
+    monitor = Monitor(CheckThresholds(), clock=clock, wall=lambda: NOW)
+
+    def tick(seconds: float, jump: float = 0.0) -> list[State]:
+        mono[0] += seconds
+        wall[0] += seconds + jump
+        clock.now += seconds
+        return [change.new for change in monitor.observe("clock_jump", watch.jump())]
+
+    assert tick(5.0) == []  # kept pace: 0, the first reading settles OK silently
+    assert watch.jump() == 0.0
+    assert tick(5.0, jump=0.5) == []  # an NTP slew-sized step is no jump (warn at 300 s)
+    assert tick(5.0, jump=-3600.0) == [State.WARN]  # set back an hour
+    assert monitor.statuses()[0].value == 3600.0
+    assert tick(5.0) == []  # holds: recovery needs an hour of steady readings
+    for _ in range(720):
+        tick(5.0)
+    assert monitor.statuses()[0].state is State.OK
+    assert tick(5.0, jump=400.0) == [State.WARN]  # forward too
 
 
 def test_clock_unset_and_event_routing():

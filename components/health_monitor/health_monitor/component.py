@@ -72,6 +72,7 @@ from health_monitor.boot import judge_boot
 from health_monitor.config import HealthConfig, summary_topic
 from health_monitor.monitor import Monitor
 from health_monitor.readings import (
+    ClockWatch,
     board_readings,
     clock_unset,
     event_check,
@@ -151,7 +152,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.refusals = Refusals(ctx, "health.publish_unauthorized", what="health summaries")
         self.writer = self._new_writer(ctx.config)
         self.sampler = Sampler(SamplerSettings(groups=SELF_SAMPLED))
-        self.mono, self.wall = time.monotonic(), time.time()
+        self.clock_watch = ClockWatch()
         await self._write(
             [
                 Lifecycle(
@@ -454,10 +455,7 @@ class HealthMonitor(Component[HealthConfig]):
             self._observe("last_publish", now - self.started)
         if self.last_stats is not None and self.stats_gap is not None:
             self._observe("store", max(0.0, now - self.last_stats - self.stats_gap))
-        wall_now = time.time()
-        jump = abs((wall_now - self.wall) - (now - self.mono))
-        self.mono, self.wall = now, wall_now
-        self._observe("clock_jump", jump)
+        self._observe("clock_jump", self.clock_watch.jump())
         self._observe("clock_unset", clock_unset(utc_now()))
         # Inodes are not in the publisher's samples: statvfs (cheap enough for every tick) of the mounts
         # configured here and of those the publisher samples.

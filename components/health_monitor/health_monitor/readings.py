@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -105,6 +106,22 @@ def read_certificate(path: Path, now: datetime) -> float | str:
         return certificate_days_left(pem, now)
     except ValueError:
         return "the certificate file holds no PEM certificate that can be parsed"
+
+
+class ClockWatch:
+    """How far the wall clock moved, since the last look, beyond the time that really passed (monotonic)."""
+
+    def __init__(
+        self, *, mono: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ) -> None:
+        self._mono, self._wall = mono, wall
+        self._last = (mono(), wall())
+
+    def jump(self) -> float:
+        """Seconds the wall clock jumped (either way) since the last call; 0 when it kept pace."""
+        now = (self._mono(), self._wall())
+        (mono, wall), self._last = self._last, now
+        return abs((now[1] - wall) - (now[0] - mono))
 
 
 def clock_unset(now: datetime) -> float:
