@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from device_agent.errors import InvalidInputError
-from device_agent.metrics.source import NUCLEUS_SOCKET_ENV, ProcessInfo, Source
+from device_agent.metrics.source import NUCLEUS_SOCKET_ENV, ProcessInfo, Source, resolve_socket
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,10 @@ class ProcessFinder:
     ) -> None:
         self.matchers = tuple(matchers)
         self.rescan_seconds = rescan_seconds
-        self.own_nucleus = own_nucleus if own_nucleus is not None else os.environ.get(NUCLEUS_SOCKET_ENV)
+        if own_nucleus is None:
+            named = os.environ.get(NUCLEUS_SOCKET_ENV)
+            own_nucleus = resolve_socket(named, os.getcwd) if named else None
+        self.own_nucleus = own_nucleus
         self.scans = 0
         self._found: dict[str, list[ProcessRef]] = {}
         self._scanned_at: float | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -123,7 +124,16 @@ class Source(Protocol):
 
 
 # Set by the nucleus for every component it starts; one per nucleus, so it tells devices on one machine apart.
+# When the absolute path is too long for a Unix socket (108 bytes) the nucleus sets `../../ipc.socket`, the
+# same on every device: relative to the component's working directory (<root>/work/<component>), as the IPC
+# client connects to it. So it is compared resolved.
 NUCLEUS_SOCKET_ENV: Final = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+
+
+def resolve_socket(value: str, cwd: Callable[[], str]) -> str:
+    """The socket path `value` names, made absolute against `cwd()` (read only when needed)."""
+    path = Path(value)
+    return os.path.normpath(path if path.is_absolute() else Path(cwd()) / path)
 
 
 @functools.cache
@@ -262,14 +272,17 @@ class PsutilSource:
             )
 
     def nucleus_socket(self, pid: int) -> str | None:
-        """The IPC socket of the nucleus that started `pid` (from its environment), or None if unknown."""
+        """The IPC socket of the nucleus that started `pid` (from its environment, resolved against its
+        working directory when relative), or None if unknown."""
         psutil = _psutil()
         try:
-            environment = psutil.Process(pid).environ()
+            process = psutil.Process(pid)
+            value = process.environ().get(NUCLEUS_SOCKET_ENV)
+            if not value:
+                return None
+            return resolve_socket(str(value), lambda: str(process.cwd()))
         except (psutil.Error, OSError):
             return None  # gone, or another user's: unknown
-        value = environment.get(NUCLEUS_SOCKET_ENV)
-        return str(value) if value else None
 
     def process_stats(self, pid: int, create_time: float) -> ProcessStats:
         psutil = _psutil()

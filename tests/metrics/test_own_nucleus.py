@@ -55,3 +55,33 @@ def test_the_real_source_reads_the_socket_from_the_process_environment():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_relative_socket_path_is_told_apart_by_the_directory_it_is_relative_to(tmp_path, monkeypatch):
+    """A nucleus whose socket path is too long hands every component `../../ipc.socket`: the same text on
+    every device, a different socket for each (relative to the component's working directory)."""
+    own_work, other_work = (tmp_path / root / "work" / "store" for root in ("a", "b"))
+    for work in (own_work, other_work):
+        work.mkdir(parents=True)
+    relative = {**os.environ, NUCLEUS_SOCKET_ENV: "../../ipc.socket"}
+    code = "import time; time.sleep(30)"
+    children = [
+        subprocess.Popen([sys.executable, "-c", code, "-m", "encrypted_store"], env=relative, cwd=work)
+        for work in (own_work, other_work)
+    ]
+    try:
+        monkeypatch.setenv(NUCLEUS_SOCKET_ENV, "../../ipc.socket")
+        monkeypatch.chdir(own_work)
+        finder = ProcessFinder([ProcessMatcher(name="probe", cmdline_contains=code)])
+        assert finder.own_nucleus == str(tmp_path / "a" / "ipc.socket")
+        source = PsutilSource()
+        deadline = time.monotonic() + 10
+        while source.nucleus_socket(children[1].pid) is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the child has exec'd with its environment
+        assert source.nucleus_socket(children[1].pid) == str(tmp_path / "b" / "ipc.socket")
+        found = finder.find(source, 0.0)
+        assert [ref.pid for ref in found["probe"]] == [children[0].pid]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
