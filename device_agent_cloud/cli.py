@@ -130,6 +130,9 @@ def _serve(args: argparse.Namespace) -> int:
         audit=JsonLinesAuditLog(args.audit),
         groups=Groups(quarantine=args.quarantine_group, production=args.production_group),
         identity=args.identity,
+        # An MQTT broker does not tell a subscriber which certificate published a message: the local
+        # service cannot check the connection's certificate, only the registry's (docs/verifier.md).
+        principal_required=False,
     )
     settings = BrokerSettings(
         host=url.hostname,

@@ -9,7 +9,8 @@ The payload travels base64-encoded and untouched, not as `SELECT *`: the verifie
 the device signed off with its facts hash (size, duplicate keys, numbers), and `SELECT *, topic(3) AS thing`
 would overwrite the body's own `thing` with the topic's, hiding the very mismatch it must catch.
 `principal()` is the certificate id the device connected with; the rules require it to be the certificate
-the report names.
+the report names, and an event without one (a rule without `principal()`, a connection that did not use a
+certificate) fails `certificate.principal.unavailable`: the handler never skips that rule.
 
 Configuration, from the environment (read once per Lambda container):
 
@@ -128,5 +129,5 @@ def _unpack(event: Any) -> tuple[bytes, str | None, str | None]:
     topic = event.get("topic") if isinstance(event.get("topic"), str) else None
     principal = event.get("principal")
     if not isinstance(principal, str) or not _CERTIFICATE_ID.fullmatch(principal):
-        principal = None  # not a certificate connection (or not given): nothing to compare
+        principal = None  # not a certificate connection (or not given): the rule fails as unavailable
     return payload, topic, principal

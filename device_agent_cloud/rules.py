@@ -55,16 +55,25 @@ def evaluate(
     *,
     now: dt.datetime,
     principal: str | None = None,
+    principal_required: bool = False,
 ) -> Evaluation:
     """The decision for `report` under `rules`, given what the registry says about `thing`.
 
     `principal` is the certificate id of the connection the report came in on, when the transport tells
-    (the AWS IoT rule's `principal()`): it must be the reported certificate too.
+    (the AWS IoT rule's `principal()`): it must be the reported certificate too. With `principal_required`,
+    a report without one fails `certificate.principal.unavailable`: a copy of a genuine report sent over
+    another kind of connection must not pass on the fingerprint it names.
     """
     findings = _Findings()
     _check_time(report, rules, now, findings)
     _check_thing_name(report, findings)
     _check_certificate(report, thing, principal, findings)
+    if principal is None and principal_required:
+        # A failure, not an unavailable fact: the device cannot supply it later, only the transport can.
+        findings.fail(
+            "certificate.principal.unavailable",
+            "the report came without the certificate of its connection (the IoT rule's principal())",
+        )
     if rules.allowed_architectures is not None:
         _check_architecture(report, rules.allowed_architectures, findings)
     if rules.allowed_models is not None:

@@ -81,13 +81,18 @@ class Verifier:
         groups: Groups | None = None,
         identity: str = DEFAULT_IDENTITY,
         clock: Callable[[], dt.datetime] = _utc_now,
+        principal_required: bool = True,
     ) -> None:
+        """`principal_required`: a report must come with the certificate of its connection (the Lambda's
+        IoT rule gives it). Only a transport that cannot know it turns this off: the local service, whose
+        broker does not tell a subscriber who published (docs/verifier.md)."""
         self.policy = policy
         self.registry = registry
         self.audit = audit
         self.groups = groups or Groups()
         self.identity = identity
         self._clock = clock
+        self.principal_required = principal_required
 
     def __repr__(self) -> str:
         return f"Verifier(identity={self.identity!r}, registry={self.registry!r}, audit={self.audit!r})"
@@ -117,7 +122,9 @@ class Verifier:
         self, report: Report, thing: ThingRecord, *, now: dt.datetime, principal: str | None = None
     ) -> Decision:
         rules = self.policy.rules_for(thing.thing_type)
-        evaluation = evaluate(report, rules, thing, now=now, principal=principal)
+        evaluation = evaluate(
+            report, rules, thing, now=now, principal=principal, principal_required=self.principal_required
+        )
         quarantine, production = self.groups.quarantine, self.groups.production
         before = thing.groups
         if evaluation.outcome == "approved":

@@ -93,7 +93,8 @@ async def test_the_real_verifier_approves_then_demotes_on_re_verification(
         assert parsed.report_id == report["reportId"]
         assert report["facts"]["certificate"]["value"]["sha256"] == fingerprint
 
-        decision = verifier_with(tmp_path).handle(record.payload, topic=record.topic)
+        # As the Lambda decides: the IoT rule's principal() is the certificate the device connected with.
+        decision = verifier_with(tmp_path).handle(record.payload, topic=record.topic, principal=fingerprint)
         assert decision.outcome == "approved", decision.reason
         assert decision.verdict is not None
         device.inject(decision.verdict.topic, decision.verdict.to_payload())
@@ -101,15 +102,17 @@ async def test_the_real_verifier_approves_then_demotes_on_re_verification(
         assert registry.describe(thing).groups == {groups.production}
 
         # The verdict asks for re-verification after 2 s: a periodic report comes, and a stricter policy
-        # (root encryption required, which this machine's root does not have or cannot show) demotes.
+        # demotes it, with a rule every host fails: a nucleus version beyond any release (the virtual
+        # nucleus reports its own, whatever the machine), not a fact of the host such as its disk.
         again = await test.report(where=lambda r: r["reportId"] != report["reportId"])
         assert again["reason"] == "periodic"
         newer = next(
             r for r in device.published(REPORTS) if json.loads(r.payload)["reportId"] == again["reportId"]
         )
-        strict = verifier_with(tmp_path, requireRootEncryption=True, whenFactUnavailable="reject")
-        decision = strict.handle(newer.payload, topic=newer.topic)
+        strict = verifier_with(tmp_path, minimumNucleusVersion="999.0.0")
+        decision = strict.handle(newer.payload, topic=newer.topic, principal=fingerprint)
         assert decision.outcome == "rejected"
+        assert decision.failed_rules == ("nucleusVersion",)
         assert decision.verdict is not None
         assert decision.verdict.demoted
         device.inject(decision.verdict.topic, decision.verdict.to_payload())

@@ -71,13 +71,20 @@ def groups_of(thing: str) -> set[str]:
     return {g["groupName"] for g in iot.list_thing_groups_for_thing(thingName=thing)["thingGroups"]}
 
 
+AS_REPORTED = "as reported"
+
+
 def invoke(
-    report: dict[str, Any], *, topic_thing: str | None = None, principal: str | None = None
+    report: dict[str, Any], *, topic_thing: str | None = None, principal: str | None = AS_REPORTED
 ) -> dict[str, Any]:
+    """The IoT rule's event for `report`. By default the connection used the certificate the report names,
+    as a genuine device's does; `principal=None` leaves it out of the event."""
     event = {
         "payload": base64.b64encode(json.dumps(report).encode()).decode(),
         "topic": f"dt/device-agent/{topic_thing or report['thing']}/bootstrap",
     }
+    if principal == AS_REPORTED:
+        principal = report["facts"]["certificate"]["value"]["sha256"]
     if principal is not None:
         event["principal"] = principal
     return handler_module.handler(event, None)
@@ -179,6 +186,34 @@ def test_fingerprint_mismatch_is_rejected(fleet: Any, tmp_path: Path):
     result = invoke(report, principal=other.fingerprint)
     assert result["outcome"] == "rejected"
     assert result["failedRules"] == ["certificate.principal"]
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [None, "", "AIDAEXAMPLEUSERID:session", "f" * 63, 42],
+    ids=["absent", "empty", "not a certificate", "short", "not a string"],
+)
+def test_a_report_without_its_connections_certificate_is_rejected_never_skipped(
+    fleet: Any, tmp_path: Path, principal: Any
+):
+    """A genuine report copied and sent over a connection that is not a certificate (or by a rule without
+    principal()) names the right fingerprint: only the principal check catches it, so it never skips."""
+    device = provision(tmp_path, "thermostat-13")
+    report = make_report("thermostat-13", device.fingerprint)
+    event = {
+        "payload": base64.b64encode(json.dumps(report).encode()).decode(),
+        "topic": "dt/device-agent/thermostat-13/bootstrap",
+    }
+    if principal is not None:
+        event["principal"] = principal
+    result = handler_module.handler(event, None)
+    assert result["outcome"] == "rejected"
+    assert result["failedRules"] == ["certificate.principal.unavailable"]
+    assert "principal()" in result["reason"]
+    assert groups_of("thermostat-13") == {QUARANTINE}
+    [verdict] = verdicts_for("thermostat-13")
+    VERDICTS.validate(verdict)
+    assert audit_records()[-1]["failedRules"] == ["certificate.principal.unavailable"]
 
 
 def test_an_inactive_certificate_does_not_count(fleet: Any, tmp_path: Path):

@@ -89,6 +89,21 @@ def test_time_rules_and_the_connection_principal():
     assert decide(None, {}, principal="0" * 64).failed_rules == ("certificate.principal",)
 
 
+def test_a_required_principal_that_is_missing_fails_even_under_pending():
+    report = parse_report(json.dumps(make_report("t1", FINGERPRINT)).encode())
+    thing = ThingRecord(
+        name="t1", thing_type=None, certificate_fingerprints=frozenset({FINGERPRINT}), groups=frozenset()
+    )
+    rules = POLICIES.rules_for(None)
+    assert rules.when_fact_unavailable == "pending"  # a device fact missing would only be pending
+    result = evaluate(report, rules, thing, now=NOW, principal_required=True)
+    assert (result.outcome, result.failed_rules) == ("rejected", ("certificate.principal.unavailable",))
+    assert evaluate(
+        report, rules, thing, now=NOW, principal=FINGERPRINT, principal_required=True
+    ).outcome == ("approved")
+    assert evaluate(report, rules, thing, now=NOW).outcome == "approved"  # the local service: not required
+
+
 def test_reasons_carry_no_fact_values():
     result = decide("thermostat", {"serial": ok("SN-SECRET-77"), "model": ok("Prototype X")})
     assert "SN-SECRET-77" not in result.reason

@@ -72,6 +72,7 @@ async def running(fleet: Fleet, broker: MosquittoBroker) -> AsyncIterator[Verifi
         policy=parse_policy(policy_document(allowedArchitectures=["x86_64", "aarch64"])),
         registry=fleet.registry,
         audit=fleet.audit,
+        principal_required=False,  # as the local service runs it (device_agent_cloud/cli.py)
     )
     settings = BrokerSettings(
         host=broker.host,

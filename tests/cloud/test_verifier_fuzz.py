@@ -82,7 +82,7 @@ def test_a_damaged_valid_report_is_refused_or_judged_never_crashes(cut: int, fli
     original = make_report("t1", FINGERPRINT, report_id="1" * 32)
     data = bytearray(json.dumps(original).encode())
     data[cut % len(data)] ^= flip
-    decision = subject.handle(bytes(data), topic="dt/device-agent/t1/bootstrap")
+    decision = subject.handle(bytes(data), topic="dt/device-agent/t1/bootstrap", principal=FINGERPRINT)
     if flip == 0:
         assert decision.outcome == "approved"
     if decision.outcome != "refused":
