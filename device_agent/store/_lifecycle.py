@@ -1,7 +1,8 @@
 """Opening, recovering and closing a store, and the bookkeeping every operation shares.
 
 Open: make the directory 0700; load the KEK (a malformed key file is set aside and replaced); pre-create the
-database, -wal and -shm 0600 and check them (no links, ours, private); connect; set and read back WAL and
+database, -wal and -shm 0600 and check them (no links, ours, private); check that the WAL holds no committed
+transaction SQLite would drop behind a damaged frame (`_wal`); connect; set and read back WAL and
 `synchronous=FULL`; run `integrity_check`; check the file's identity (application id, format) and that the
 KEK opens its check value; load the data keys, the sequence bound and per-namespace usage; purge expired
 records. A file of another format (format 1 included) is recovered like a damaged one, its records salvaged.
@@ -32,7 +33,7 @@ from typing import Self
 from device_agent.errors import DeviceAgentError, IntegrityError
 from device_agent.fileio import StrPath
 from device_agent.files import ensure_private_dir
-from device_agent.store import _crypto, _db, _files, _records
+from device_agent.store import _crypto, _db, _files, _records, _wal
 from device_agent.store._db import CorruptStoreError, Database, DriverFactory, Sqlite3Driver
 from device_agent.store._keyring import Keyring
 from device_agent.store._keys import KekSource, KeyEncryptionKey, KeyFile
@@ -209,6 +210,10 @@ class StoreBase:
     def _connect(self) -> tuple[Database, bool]:
         """A configured, checked connection, and whether the file already holds a store."""
         new_file = _files.precreate(self._path)
+        # Before SQLite replays the WAL (and the next write overwrites what lies past where it stopped).
+        damaged = _wal.damage(self._path.with_name(self._path.name + "-wal"))
+        if damaged is not None:
+            raise CorruptStoreError(damaged)
         db = _db.connect(self._driver, self._path)
         try:
             try:

@@ -1,5 +1,6 @@
-"""Tampering (ST-5, CR-2, CR-3): bit flips and truncations at 10,000 sampled positions, ciphertexts moved
-between rows, edited columns, and nonce uniqueness over 200,000 seals.
+"""Tampering (ST-5, CR-2, CR-3): 10,000 distinct single-bit flips and 2,000 distinct truncations of a store
+file, bit flips in a WAL that was never checkpointed, ciphertexts moved between rows, edited columns, and
+nonce uniqueness over 200,000 seals.
 
 The invariant everywhere: a read gives the record exactly as written, or a typed error (`IntegrityError`,
 `NotFoundError`); never other plaintext, never an untyped exception, never a hang.
@@ -7,6 +8,7 @@ The invariant everywhere: a read gives the record exactly as written, or a typed
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import time
@@ -19,9 +21,12 @@ from device_agent.errors import IntegrityError, NotFoundError
 from device_agent.store import Store, StoreEvent, _crypto
 from tests.store.conftest import raw_db, secret_kek
 
-FLIP_CHUNKS = 4
+FLIP_CHUNKS = 5
 FLIPS_PER_CHUNK = 2_000
 TRUNCATIONS = 2_000
+WAL_FRAME_HEADER_FLIPS = 250
+WAL_PAGE_FLIPS = 300
+WAL_HEADER_SALTS = range(16, 24)
 OPEN_BOUND = 5.0  # seconds for one open and full read of a tampered store; a hang is far beyond it
 NOW = 1_800_000_000.0
 
@@ -76,21 +81,41 @@ def check_tampered(work: Path, content: bytes, expected: Expected, outcomes: dic
         outcomes[event.name] = outcomes.get(event.name, 0) + 1
 
 
-def sample_offsets(content: bytes, count: int, seed: int) -> list[int]:
-    """Half uniform over the file, half over its non-zero bytes (headers, cells): where flips matter most."""
+def flip_positions(content: bytes, count: int, seed: int) -> list[tuple[int, int]]:
+    """`count` distinct (offset, bit) positions: half among the bits of non-zero bytes (headers, cells:
+    where flips matter most), half among all the others, uniformly, none drawn twice."""
     rng = random.Random(seed)  # noqa: S311
-    live = [i for i, byte in enumerate(content) if byte]
-    return [rng.randrange(len(content)) if i % 2 else rng.choice(live) for i in range(count)]
+    live = [8 * offset + bit for offset, byte in enumerate(content) if byte for bit in range(8)]
+    chosen = rng.sample(live, count // 2)
+    taken = set(chosen)
+    while len(chosen) < count:
+        position = rng.randrange(8 * len(content))
+        if position not in taken:
+            taken.add(position)
+            chosen.append(position)
+    rng.shuffle(chosen)
+    return [divmod(position, 8) for position in chosen]
+
+
+def truncation_offsets(content: bytes, count: int, seed: int) -> list[int]:
+    """`count` distinct offsets to cut the file at: the edges of the header and first page, then uniform."""
+    edges = [0, 1, 99, 100, 4095, 4096, len(content) - 1]
+    rest = sorted(set(range(len(content))) - set(edges))
+    return edges + random.Random(seed).sample(rest, count - len(edges))  # noqa: S311
+
+
+@pytest.fixture(scope="module")
+def flips(pristine: tuple[bytes, Expected]) -> list[tuple[int, int]]:
+    return flip_positions(pristine[0], FLIP_CHUNKS * FLIPS_PER_CHUNK, seed=11)
 
 
 @pytest.mark.parametrize("chunk", range(FLIP_CHUNKS))
-def test_single_bit_flips(pristine, scratch, chunk):
+def test_single_bit_flips(pristine, flips, scratch, chunk):
     content, expected = pristine
-    rng = random.Random(1000 + chunk)  # noqa: S311
     outcomes: dict[str, int] = {}
-    for offset in sample_offsets(content, FLIPS_PER_CHUNK, seed=chunk):
+    for offset, bit in flips[chunk * FLIPS_PER_CHUNK : (chunk + 1) * FLIPS_PER_CHUNK]:
         damaged = bytearray(content)
-        damaged[offset] ^= 1 << rng.randrange(8)
+        damaged[offset] ^= 1 << bit
         check_tampered(scratch / "work", bytes(damaged), expected, outcomes)
     # The sample must exercise every path: intact reads, failed tags, and whole-file recovery.
     assert outcomes.get("intact", 0) > 0
@@ -100,17 +125,169 @@ def test_single_bit_flips(pristine, scratch, chunk):
 
 def test_truncations(pristine, scratch):
     content, expected = pristine
-    rng = random.Random(5)  # noqa: S311
-    offsets = [0, 1, 99, 100, 4095, 4096, len(content) - 1]
-    offsets += [rng.randrange(len(content)) for _ in range(TRUNCATIONS - len(offsets))]
     outcomes: dict[str, int] = {}
-    for offset in offsets:
+    for offset in truncation_offsets(content, TRUNCATIONS, seed=5):
         check_tampered(scratch / "work", content[:offset], expected, outcomes)
     assert outcomes.get("store.corrupt_replaced", 0) > 0
 
 
-def test_the_suite_samples_at_least_10000_positions():
-    assert FLIP_CHUNKS * FLIPS_PER_CHUNK + TRUNCATIONS >= 10_000
+def test_the_suite_samples_at_least_10000_distinct_positions(pristine, flips):
+    content, _ = pristine
+    assert len(set(flips)) == len(flips) >= 10_000
+    assert all(0 <= offset < len(content) and 0 <= bit < 8 for offset, bit in flips)
+    cuts = truncation_offsets(content, TRUNCATIONS, seed=5)
+    assert len(set(cuts)) == len(cuts) == TRUNCATIONS
+
+
+# ---- a WAL that was never checkpointed ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WalImage:
+    """A store as a crash leaves it: the database, and a WAL holding the last transactions, committed."""
+
+    database: bytes
+    wal: bytes
+    expected: Expected
+    last_frames_at: int  # where the frames of the WAL's last transaction start
+    last_records: frozenset[tuple[str, object]]  # what that transaction wrote
+
+
+@pytest.fixture(scope="module")
+def wal_image(tmp_path_factory: pytest.TempPathFactory) -> WalImage:
+    directory = tmp_path_factory.mktemp("wal") / "store"
+    rng = random.Random(17)  # noqa: S311
+    keyed: dict[tuple[str, str], bytes] = {}
+    queued: dict[int, bytes] = {}
+    with Store.open(directory, kek=secret_kek(), clock=lambda: NOW) as store:
+        for i in range(6):
+            keyed["alpha", f"base-{i}"] = rng.randbytes(50)
+            store.put("alpha", f"base-{i}", keyed["alpha", f"base-{i}"])
+    store = Store.open(directory, kek=secret_kek(), clock=lambda: NOW)
+    written: list[set[tuple[str, object]]] = []
+    for t in range(10):  # ten acknowledged transactions, all in the WAL
+        if t % 2:
+            values = [rng.randbytes(40) for _ in range(3)]
+            seqs = store.append_many("queue", values)
+            queued.update(zip(seqs, values, strict=True))
+            written.append({("queue", seq) for seq in seqs})
+        else:
+            keyed["alpha", f"wal-{t}"] = rng.randbytes(60)
+            store.put("alpha", f"wal-{t}", keyed["alpha", f"wal-{t}"])
+            written.append({("alpha", f"wal-{t}")})
+    # Copied while the store is open: a crash leaves these files (a clean close would fold the WAL in).
+    database = (directory / "store.db").read_bytes()
+    wal = (directory / "store.db-wal").read_bytes()
+    store.close()
+    commits = wal_commit_frames(wal)
+    assert len(commits) == 10
+    return WalImage(
+        database, wal, (keyed, queued), wal_frame_offset(wal, commits[-2] + 1), frozenset(written[-1])
+    )
+
+
+def wal_frame_offset(wal: bytes, frame: int) -> int:
+    page_size = int.from_bytes(wal[8:12], "big")
+    return 32 + frame * (24 + page_size)
+
+
+def wal_commit_frames(wal: bytes) -> list[int]:
+    """The frames whose header gives a database size: the last frame of each transaction."""
+    page_size = int.from_bytes(wal[8:12], "big")
+    count = (len(wal) - 32) // (24 + page_size)
+    return [i for i in range(count) if int.from_bytes(wal[wal_frame_offset(wal, i) + 4 :][:4], "big")]
+
+
+def wal_positions(image: WalImage, seed: int) -> list[tuple[int, int]]:
+    """Every bit of the WAL header, and distinct random bits of the frame headers and of the pages."""
+    rng = random.Random(seed)  # noqa: S311
+    page_size = int.from_bytes(image.wal[8:12], "big")
+    frame_bytes = 24 + page_size
+    headers: list[int] = []
+    pages: list[int] = []
+    for position in range(32 * 8, len(image.wal) * 8):
+        (headers if (position // 8 - 32) % frame_bytes < 24 else pages).append(position)
+    chosen = (
+        list(range(32 * 8)) + rng.sample(headers, WAL_FRAME_HEADER_FLIPS) + rng.sample(pages, WAL_PAGE_FLIPS)
+    )
+    return [divmod(position, 8) for position in chosen]
+
+
+def test_bit_flips_in_an_unchecked_wal_never_lose_acknowledged_records_silently(wal_image, scratch):
+    """SQLite replays a WAL up to its first damaged frame and drops every transaction after it without an
+    error. The store checks the WAL before SQLite replays it: a flip that would drop committed transactions
+    is reported (the store is recovered as a damaged file). Only a flip in the last transaction's frames,
+    which looks exactly like a power cut's torn last write, can lose that transaction without a report, and
+    a flip in the WAL header's salts can lose the whole WAL without one."""
+    keyed, queued = wal_image.expected
+    outcomes: dict[str, int] = {}
+    for offset, bit in wal_positions(wal_image, seed=23):
+        work = scratch / "work"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(mode=0o700)
+        damaged = bytearray(wal_image.wal)
+        damaged[offset] ^= 1 << bit
+        for name, content in (("store.db", wal_image.database), ("store.db-wal", bytes(damaged))):
+            (work / name).write_bytes(content)
+            (work / name).chmod(0o600)
+        events: list[StoreEvent] = []
+        lost: set[tuple[str, object]] = set()
+        with Store.open(work, kek=secret_kek(), clock=lambda: NOW, on_event=events.append) as store:
+            for (namespace, key), value in keyed.items():
+                try:
+                    assert store.get(namespace, key) == value
+                except NotFoundError:
+                    lost.add((namespace, key))
+                except IntegrityError:
+                    pass  # reported as it happens
+            found = dict(store.read_batch("queue", max_records=1000, max_bytes=1 << 30))
+            for seq, value in queued.items():
+                if seq not in found:
+                    lost.add(("queue", seq))
+                else:
+                    assert found[seq] == value
+        reported = {e.name for e in events} & {"store.corrupt_replaced", "store.integrity_failed"}
+        if not lost:
+            outcomes["nothing lost"] = outcomes.get("nothing lost", 0) + 1
+        elif reported:
+            outcomes["loss reported"] = outcomes.get("loss reported", 0) + 1
+        elif offset in WAL_HEADER_SALTS:
+            # The header's salts say which frames belong to it: with one flipped, SQLite replays nothing,
+            # and no frame can be told from one a crash left behind (docs/encrypted-store.md).
+            outcomes["header salts"] = outcomes.get("header salts", 0) + 1
+        else:
+            assert offset >= wal_image.last_frames_at, f"flip at {offset}.{bit} lost {sorted(lost)} silently"
+            assert lost <= wal_image.last_records
+            outcomes["last transaction"] = outcomes.get("last transaction", 0) + 1
+    assert outcomes.get("loss reported", 0) > 0.8 * sum(outcomes.values()), outcomes
+
+
+def test_a_torn_last_transaction_is_not_mistaken_for_damage(wal_image, scratch):
+    """What a power cut leaves: the last transaction's frames cut short, or its commit frame written while
+    an earlier frame of it was not. The store opens without a recovery and keeps every earlier record."""
+    keyed, queued = wal_image.expected
+    page_size = int.from_bytes(wal_image.wal[8:12], "big")
+    start = wal_image.last_frames_at
+    cut = wal_image.wal[: start + 24 + page_size // 2]
+    hole = bytearray(wal_image.wal)
+    hole[start : start + 24 + page_size] = bytes(24 + page_size)  # its first frame never reached the disk
+    for wal in (cut, bytes(hole)):
+        work = scratch / "torn"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(mode=0o700)
+        for name, content in (("store.db", wal_image.database), ("store.db-wal", wal)):
+            (work / name).write_bytes(content)
+            (work / name).chmod(0o600)
+        events: list[StoreEvent] = []
+        with Store.open(work, kek=secret_kek(), clock=lambda: NOW, on_event=events.append) as store:
+            assert events == []
+            survivors: set[tuple[str, object]] = {("alpha", key) for key in store.keys("alpha")}
+            survivors |= {("queue", seq) for seq, _ in store.read_batch("queue", max_records=1000)}
+        everything: set[tuple[str, object]] = {("alpha", key) for _, key in keyed}
+        everything |= {("queue", seq) for seq in queued}
+        assert everything - survivors == wal_image.last_records
 
 
 # ---- rows edited on purpose (CR-3) ---------------------------------------------------------------------
