@@ -45,6 +45,7 @@ async def test_reports_validate_and_are_resent_until_a_verdict_then_stop(start_d
         assert first["reason"] == "initial"
         assert first["thing"] == device.nucleus.thing_name
         assert {r.topic for r in device.published(REPORTS)} == {f"dt/device-agent/{first['thing']}/bootstrap"}
+        assert {r.qos for r in device.published(REPORTS)} == {1}
         assert first["factsHash"] == facts_hash(first["facts"])  # what the verifier recomputes
         facts = first["facts"]
         assert facts["thingName"] == {"status": "ok", "value": first["thing"], "source": "environment"}
@@ -63,6 +64,29 @@ async def test_reports_validate_and_are_resent_until_a_verdict_then_stop(start_d
         assert verifier.sends_of(first["reportId"]) <= sent + 1  # at most one already on its way
         assert len(verifier.reports()) == verifier.sends_of(first["reportId"])  # and no new report
         assert device.state(REPORTER) is ComponentState.RUNNING
+
+
+async def test_reports_made_offline_are_qos_1_so_the_nucleus_keeps_them_until_it_connects(
+    start_device, bootstrap_base: Path
+):
+    """The nucleus refuses a QoS 0 publish while offline and drops spooled QoS 0 messages on a disconnect;
+    a QoS 1 report waits in its spool and reaches the cloud when the connection returns."""
+    async with start_device(
+        bootstrap_base, update_config=device_config(), interpolate_component_configuration=True
+    ) as device:
+        await device.go_offline()  # before the first report (the reporter settles 2 s first)
+        await wait_until(
+            lambda: "bootstrap.report_sent" in device.log(REPORTER), 30, "no report sent while offline"
+        )
+        assert device.published(REPORTS) == []
+        assert "bootstrap.report_not_sent" not in device.log(REPORTER)  # the nucleus took every send
+        await device.go_online()
+        verifier = TestVerifier(device)
+        report = await verifier.report()
+        assert {r.qos for r in device.published(REPORTS)} == {1}
+        assert {r["reportId"] for r in verifier.reports()} == {report["reportId"]}  # resends of one report
+        verifier.answer(report, "approved")
+        await verifier.event("bootstrap.approved")
 
 
 async def test_a_restart_with_a_kept_verdict_neither_reports_again_nor_forgets_it(
