@@ -22,7 +22,7 @@ import pytest
 from device_agent.devkit.lifecycle import ComponentState
 from tests.conftest import component_pid
 from tests.telemetry.schemas import local_validator, telemetry_validator
-from tests.telemetry_component.conftest import STORE, TELEMETRY
+from tests.telemetry_component.conftest import STORE, TELEMETRY, fill_spool, outage_records
 
 pytestmark = pytest.mark.slow
 
@@ -73,46 +73,80 @@ async def test_samples_reach_iot_core_and_the_local_topic_as_documented(start_de
         assert topics == {f"dt/device-agent/{device.nucleus.thing_name}/telemetry"}
 
 
-async def test_a_long_outage_delivers_every_sample_within_the_cap_in_order_and_counts_the_rest(
+def at_by_seq(device) -> dict[int, set[float]]:
+    """Each delivered seq with the sample times it was delivered with (one, if redeliveries are true)."""
+    times: dict[int, set[float]] = {}
+    for message in messages(device):
+        for sample in message["samples"]:
+            times.setdefault(sample["seq"], set()).add(sample["at"])
+    return times
+
+
+def assert_one_sample_per_seq(device) -> None:
+    reused = {seq: ats for seq, ats in at_by_seq(device).items() if len(ats) > 1}
+    assert reused == {}  # a duplicate is a redelivery (same sample), never another sample with that number
+
+
+def assert_streams_in_order(device) -> None:
+    """After de-duplication the backlog arrives oldest first and live samples in order; live samples do
+    not wait behind the backlog, so the two interleave (consumers order by seq)."""
+    seen: set[int] = set()
+    streams: dict[bool, list[int]] = {True: [], False: []}
+    for message in messages(device):
+        seqs = [s["seq"] for s in message["samples"]]
+        assert seqs == sorted(seqs)
+        for seq in seqs:
+            if seq not in seen:
+                seen.add(seq)
+                streams[bool(message.get("backfill"))].append(seq)
+    assert streams[True] == sorted(streams[True])
+    assert streams[False] == sorted(streams[False])
+
+
+async def test_a_long_outage_delivers_exactly_the_newest_samples_within_the_cap_in_order_and_counts_the_rest(
     start_device, telemetry_base: Path
 ):
+    cap, backlog = 500, 600  # ten minutes of outage at 1 s before the publisher even starts
     config = telemetry_config(
-        spool={"capSamples": 10, "drainMessagesPerSecond": 20.0}, batchSize=4, maxMessageBytes=8192
+        spool={"capSamples": cap, "drainMessagesPerSecond": 20.0}, batchSize=10, maxMessageBytes=8192
     )
     async with start_device(
-        telemetry_base, update_config=config, interpolate_component_configuration=True
+        telemetry_base, merge={STORE: ""}, interpolate_component_configuration=True
     ) as device:
-        await device.wait_for_published(TOPIC, count=1, timeout=30)
+        await device.wait_for_state(STORE, ComponentState.RUNNING, timeout=60)
         await device.go_offline()
-        await asyncio.sleep(0.5)  # let a sample or two see the link down
-        offline_from = max(local_seqs(device))
-        await wait_until(lambda: max(local_seqs(device)) >= offline_from + 16, 60, "sampling stalled offline")
-        last_offline = max(local_seqs(device))
+        await fill_spool(device, outage_records(backlog))
+        result = await device.deploy(merge={TELEMETRY: ""}, update_config=config)
+        assert result.succeeded, result.reason
+        await wait_until(lambda: len(local_seqs(device)) >= 5, 60, "sampling stalled offline")
         await device.go_online()
+        # The drain is over when a live message no longer reports a backlog.
         await wait_until(
-            lambda: max(delivered_seqs(device)) > last_offline, 60, "no live sample after the outage"
-        )
-        await wait_until(
-            lambda: any(m.get("counters", {}).get("dropped", 0) >= 1 for m in messages(device)),
-            30,
-            "no drop counted",
-        )
-        # Give the drain time to finish, then check: the newest `cap` samples of the outage came through.
-        await wait_until(
-            lambda: not any(m.get("backfill") for m in messages(device)[-3:]), 30, "drain never ended"
+            lambda: any(not m.get("backfill") and "spool" not in m for m in messages(device)),
+            60,
+            "the backlog never drained",
         )
         delivered = set(delivered_seqs(device))
-        outage = [s for s in local_seqs(device) if offline_from < s <= last_offline]
-        missing = [s for s in outage if s not in delivered]
-        assert len(missing) <= len(outage) - 10 + 1  # all but the oldest (beyond the cap of 10) arrived
-        assert all(s < min(set(outage) - set(missing)) for s in missing)  # what was dropped was the oldest
-        dropped = max(m.get("counters", {}).get("dropped", 0) for m in messages(device))
-        assert dropped >= len(missing) - 1  # every loss is counted (one sample may be in flight at the edge)
-        backfill = [s["seq"] for m in messages(device) if m.get("backfill") for s in m["samples"]]
-        assert backfill == sorted(backfill)  # the backlog drained oldest first
+        live = {s["seq"] for m in messages(device) if not m.get("backfill") for s in m["samples"]}
+        taken = {s for s in local_seqs(device) if s <= max(delivered)}
+        spooled = sorted(set(range(1, backlog + 1)) | (taken - live))  # the outage: prefilled, then sampled
+        assert len(spooled) > cap + 100
+        kept, dropped = spooled[-cap:], spooled[:-cap]
+        backfilled = {s["seq"] for m in messages(device) if m.get("backfill") for s in m["samples"]}
+        assert backfilled == set(kept)  # exactly the newest `cap` samples of the outage...
+        assert not delivered & set(dropped)  # ...and none of the older ones, which were dropped...
+        await wait_until(  # ...and counted, every one of them
+            lambda: max(m["counters"].get("dropped", 0) for m in messages(device)) == len(dropped),
+            15,
+            "the drops were not all counted",
+        )
+        assert_one_sample_per_seq(device)
+        assert_streams_in_order(device)
+        for message in messages(device):
+            telemetry_validator().validate(message)
 
 
-async def test_killing_the_publisher_and_the_store_mid_backlog_loses_no_spooled_sample(
+async def test_killing_the_publisher_and_the_store_mid_backlog_loses_no_spooled_sample_and_reuses_no_seq(
     start_device, telemetry_base: Path
 ):
     config = telemetry_config(spool={"drainMessagesPerSecond": 20.0}, maxMessageBytes=8192)
@@ -126,18 +160,54 @@ async def test_killing_the_publisher_and_the_store_mid_backlog_loses_no_spooled_
         await wait_until(lambda: max(local_seqs(device)) >= first + 8, 60, "sampling stalled offline")
         os.kill(component_pid(device, "telemetry_publisher"), signal.SIGKILL)
         os.kill(component_pid(device, "encrypted_store"), signal.SIGKILL)
+        await asyncio.sleep(0.3)  # what the dead process sent has arrived
+        used = set(local_seqs(device)) | set(delivered_seqs(device))
+        taken = len(local_seqs(device))
         last = max(local_seqs(device))
         await device.go_online()
-        await device.wait_for_state(TELEMETRY, ComponentState.RUNNING, timeout=30)
-        # Every sample announced locally was spooled before the next tick; only the last may be in flight.
+        # Every sample announced locally was spooled before the next tick; only the last may have been
+        # killed between its announcement and its append (never acknowledged, so not a loss).
         await wait_until(
             lambda: set(range(first, last)) <= set(delivered_seqs(device)), 60, "spooled samples were lost"
         )
+        await wait_until(lambda: len(local_seqs(device)) >= taken + 3, 60, "the publisher did not go on")
+        assert min(local_seqs(device)[taken:]) > max(used)  # numbering went on above every number used
+        assert_one_sample_per_seq(device)
+
+
+async def test_killing_the_publisher_and_the_store_during_the_drain_loses_no_acknowledged_sample(
+    start_device, telemetry_base: Path
+):
+    backlog = 200
+    config = telemetry_config(spool={"drainMessagesPerSecond": 4.0}, batchSize=5, maxMessageBytes=8192)
+    async with start_device(
+        telemetry_base, merge={STORE: ""}, interpolate_component_configuration=True
+    ) as device:
+        await device.wait_for_state(STORE, ComponentState.RUNNING, timeout=60)
+        await device.go_offline()
+        await fill_spool(device, outage_records(backlog))
+        result = await device.deploy(merge={TELEMETRY: ""}, update_config=config)
+        assert result.succeeded, result.reason
+        await wait_until(lambda: len(local_seqs(device)) >= 3, 60, "sampling stalled offline")
+        await device.go_online()
         await wait_until(
-            lambda: max(delivered_seqs(device)) > last, 30, "the restarted publisher did not go on"
+            lambda: sum(1 for m in messages(device) if m.get("backfill")) >= 3, 30, "the drain did not start"
         )
-        after = [s for s in delivered_seqs(device) if s > last]
-        assert min(after) > last  # numbering went on after the kill: no sequence number was used twice
+        # Mid-drain: a batch may be published and not yet acknowledged in the store.
+        os.kill(component_pid(device, "telemetry_publisher"), signal.SIGKILL)
+        os.kill(component_pid(device, "encrypted_store"), signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        delivered_at_kill = set(delivered_seqs(device))
+        assert not set(range(1, backlog + 1)) <= delivered_at_kill  # the kill came before the drain's end
+        used = set(local_seqs(device)) | delivered_at_kill
+        taken = len(local_seqs(device))
+        await wait_until(
+            lambda: set(range(1, backlog + 1)) <= set(delivered_seqs(device)), 90, "acknowledged samples lost"
+        )
+        await wait_until(lambda: len(local_seqs(device)) > taken, 30, "the publisher did not go on")
+        assert min(local_seqs(device)[taken:]) > max(used)
+        assert_one_sample_per_seq(device)
+        assert_streams_in_order(device)
 
 
 async def test_the_drain_keeps_to_its_rate(start_device, telemetry_base: Path):

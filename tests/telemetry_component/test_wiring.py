@@ -63,7 +63,19 @@ async def test_the_connection_status_subscription_is_retried_after_transient_err
     assert nucleus.calls == 4
     retried = [r for r in caplog.records if r.getMessage() == "retry.scheduled"]
     assert [r.operation for r in retried] == ["telemetry.connection_status"] * 3
+    assert publisher.status_known.is_set()  # after a failure, publish results decide meanwhile
     nucleus.handler(IotCoreConnectionStatus(connected=False))
+    assert publisher.spool.stats.connected is False
+
+
+async def test_sampling_and_the_drain_wait_for_the_first_status_once_subscribed():
+    nucleus = FlakyNucleus([])
+    publisher, ctx = publisher_on(nucleus)
+    await publisher._follow_connection(ctx)
+    # Until the nucleus says, a publish would "succeed" into its spooler even while offline.
+    assert not publisher.status_known.is_set()
+    nucleus.handler(IotCoreConnectionStatus(connected=False))
+    assert publisher.status_known.is_set()
     assert publisher.spool.stats.connected is False
 
 
@@ -91,5 +103,6 @@ async def test_a_nucleus_that_cannot_give_the_status_is_not_asked_again(error: E
     with retry.set_testing(True), caplog.at_level("INFO"):
         await publisher._follow_connection(ctx)
     assert nucleus.calls == 1
-    assert publisher.spool.stats.connected is None  # publish results decide
+    assert publisher.spool.stats.connected is None  # publish results decide, from now on
+    assert publisher.status_known.is_set()
     assert event in [r.getMessage() for r in caplog.records]

@@ -71,6 +71,7 @@ BASELINE_FILE = "baseline.json"
 STORE_TIMEOUT = 5.0
 FINAL_SAVE_SECONDS = 1.5
 CONNECTION_STATUS_BACKOFF = Backoff(initial=1.0, maximum=300.0)
+STATUS_WAIT_SECONDS = 2.0  # for the first status event after subscribing
 
 
 class TelemetryPublisher(Component[TelemetryConfig]):
@@ -83,6 +84,10 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         self.decision: Decision | None = None
         self.baseline_file = BaselineFile(self.state_dir / BASELINE_FILE)
         self.state_due = asyncio.Event()
+        # Set once the nucleus said whether IoT Core is connected (or cannot say): until then a publish
+        # "succeeds" into the nucleus's spooler even while offline, which would move the durable backlog
+        # into the nucleus's memory.
+        self.status_known = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -113,7 +118,7 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._sample_forever(ctx), name="telemetry.sample")
-                tasks.create_task(self.spool.run(), name="telemetry.drain")
+                tasks.create_task(self._drain_forever(), name="telemetry.drain")
                 tasks.create_task(self._follow_connection(ctx), name="telemetry.connection")
                 tasks.create_task(self._save_state_forever(), name="telemetry.state")
                 await ctx.stopping.wait()
@@ -182,6 +187,7 @@ class TelemetryPublisher(Component[TelemetryConfig]):
     # ---- sampling ----------------------------------------------------------------------------------------
 
     async def _sample_forever(self, ctx: Context[TelemetryConfig]) -> None:
+        await self.status_known.wait()
         async for tick in self.schedule.ticks():
             if tick.skipped:
                 logger.info("telemetry.ticks_skipped", extra={"skipped": tick.skipped})
@@ -270,6 +276,10 @@ class TelemetryPublisher(Component[TelemetryConfig]):
         degraded = None if self.decision is None else self.decision.degraded
         return current_status(self.usage, self.spool.stats, degraded)
 
+    async def _drain_forever(self) -> None:
+        await self.status_known.wait()
+        await self.spool.run()
+
     async def _follow_connection(self, ctx: Context[TelemetryConfig]) -> None:
         """Subscribe to the IoT Core connection status; until then, and without it, publish results decide.
         A transient failure (the nucleus restarting, a timeout) is retried with capped, jittered backoff;
@@ -277,10 +287,20 @@ class TelemetryPublisher(Component[TelemetryConfig]):
 
         def on_status(status: IotCoreConnectionStatus) -> None:
             self.spool.set_connected(status.connected)
+            self.status_known.set()
+
+        async def subscribe() -> None:
+            try:
+                await ctx.ipc.subscribe_to_connection_status(on_status)
+            except BaseException:
+                self.status_known.set()  # publish results decide meanwhile
+                raise
+            # The nucleus sends the current status first; one that does not must not hold the drain back.
+            asyncio.get_running_loop().call_later(STATUS_WAIT_SECONDS, self.status_known.set)
 
         try:
             await retry(
-                lambda: ctx.ipc.subscribe_to_connection_status(on_status),
+                subscribe,
                 on=_transient,
                 name="telemetry.connection_status",
                 backoff=CONNECTION_STATUS_BACKOFF,
