@@ -138,8 +138,10 @@ def test_bad_arguments_are_usage_errors(tmp_path):
 def test_virtual_device_main_job_runs_and_stops_by_itself(short_root):
     root = short_root()
     env = dict(os.environ)
+    # Long enough for the telemetry publisher's first aligned tick (10 s) and the health monitor's first
+    # summary, with room for a loaded machine.
     proc = subprocess.run(
-        [str(PROJECT / "scripts" / "virtual-device"), "--duration", "8", "--root", str(root)],
+        [str(PROJECT / "scripts" / "virtual-device"), "--duration", "25", "--root", str(root)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -155,3 +157,13 @@ def test_virtual_device_main_job_runs_and_stops_by_itself(short_root):
         assert lines, f"{name} not shown"
         assert "RUNNING" in lines[-1], lines[-1]
         assert (root / "logs" / f"{name}.log").exists()
+    # Their messages are in the virtual device's IoT Core log: telemetry, and the health summary.
+    thing = "virtual-device-1"
+    records = published(root)
+    topics = {record["topic"] for record in records}
+    assert f"dt/device-agent/{thing}/telemetry" in topics, sorted(topics)
+    assert f"dt/device-agent/{thing}/health" in topics, sorted(topics)
+    for record in records:
+        if record["topic"] == f"dt/device-agent/{thing}/telemetry":
+            assert record["component"] == "com.deviceagent.TelemetryPublisher"
+            assert (record["payload"]["schema"], record["payload"]["thing"]) == ("telemetry/1", thing)
