@@ -170,6 +170,57 @@ async def test_a_changed_fact_makes_a_new_report(start_device, bootstrap_base: P
         await verifier.report(count=2, where=lambda r: r["reportId"] == changed["reportId"])
 
 
+async def test_the_last_verdict_stands_while_a_new_report_waits_even_across_a_restart(
+    start_device, bootstrap_base: Path, tmp_path: Path
+):
+    """A changed fact (after a reboot, the boot id) makes a new report; the approval stays in force until
+    the new report's own verdict, in the heartbeat and in the kept state a restart loads."""
+    collectors = tmp_path / "collectors"
+    collectors.mkdir(mode=0o755)
+    value = tmp_path / "value.json"
+    value.write_text('{"boot": 1}')
+    script = collectors / "boot.sh"
+    script.write_text(f"#!/bin/sh\ncat {value}\n")
+    script.chmod(0o755)
+    config = device_config(collectors={"directory": str(collectors), "timeoutSeconds": 5.0})
+    standing = "approved; a new report awaits a verdict"
+    async with start_device(
+        bootstrap_base, update_config=config, interpolate_component_configuration=True
+    ) as device:
+        verifier = TestVerifier(device)
+        first = await verifier.report()
+        verifier.answer(first, "approved")
+        await verifier.event("bootstrap.approved")
+
+        value.write_text('{"boot": 2}')  # as a reboot's new bootId would
+        changed = await verifier.report(where=lambda r: r["reportId"] != first["reportId"])
+        assert changed["reason"] == "changed"
+        await wait_until(
+            lambda: verifier.heartbeats()[-1].get("detail") == standing, 20, "the approval did not stand"
+        )
+        assert verifier.heartbeats()[-1]["state"] == "RUNNING"
+        made_at = verifier.event_time("bootstrap.approved")
+        await wait_until(lambda: verifier.store_saves(after=made_at) >= 2, 20, "the new report was not saved")
+
+        beats = len(verifier.heartbeats())
+        os.kill(component_pid(device, "bootstrap_reporter"), signal.SIGKILL)
+        await wait_until(
+            lambda: any(h["sequence"] == 1 for h in verifier.heartbeats()[beats:]), 30, "no restart"
+        )
+        await wait_until(
+            lambda: any(h.get("detail") == standing for h in verifier.heartbeats()[beats:]),
+            20,
+            "the restarted reporter forgot the standing approval",
+        )
+        sent = verifier.sends_of(changed["reportId"])
+        await verifier.report(count=sent + 1, where=lambda r: r["reportId"] == changed["reportId"])
+        assert {r["reportId"] for r in verifier.reports()} == {first["reportId"], changed["reportId"]}
+        verifier.answer(changed, "approved")
+        await wait_until(
+            lambda: verifier.heartbeats()[-1].get("detail") == "approved", 20, "the new approval not taken"
+        )
+
+
 async def test_pending_keeps_asking_and_a_rejection_is_a_critical_security_event(
     start_device, bootstrap_base: Path
 ):

@@ -32,6 +32,7 @@ def reporter_with(retry: dict[str, Any]) -> tuple[BootstrapReporter, FakeContext
     config.validate()
     ctx = FakeContext(config)
     reporter = BootstrapReporter()
+    reporter.ctx = ctx  # type: ignore[assignment]
     reporter._new_report(ctx, {"thingName": {"status": "ok", "value": "x"}}, "sha256:" + "a" * 64, "initial")  # type: ignore[arg-type]
     return reporter, ctx
 

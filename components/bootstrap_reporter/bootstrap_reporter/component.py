@@ -15,6 +15,11 @@ queues what arrives and wakes the loop. Each turn the loop:
 
 A periodic re-report gets a new report id even though the facts hash is the same: it is a new report
 (new time and reason), and a verdict on the old id must not be taken as the answer to re-verification.
+
+A new report does not suspend the last final verdict: the cloud's groups still say it until the verifier
+decides again, so it stays in force (`Reported.standing`: in the store, the heartbeat's health and
+detail) until the new report gets a final verdict of its own. A reboot is the common case: `bootId` is in
+the facts hash (docs/bootstrap.md, "Reboots").
 """
 
 from __future__ import annotations
@@ -238,11 +243,20 @@ class BootstrapReporter(Component[BootstrapConfig]):
             "facts": document,
             "reporter": {"component": NAME, "version": self.version},
         }
-        self.current = Reported(report=report, reported_at=time.time())
+        previous = self.current
+        standing = None if previous is None else previous.in_force
+        self.current = Reported(report=report, reported_at=time.time(), standing=standing)
         self.counters.reports += 1
         self.store_dirty = True
-        logger.info("bootstrap.report_made", extra={"report": report["reportId"], "reason": reason})
-        ctx.set_health("RUNNING", "awaiting a verdict")
+        logger.info(
+            "bootstrap.report_made",
+            extra={
+                "report": report["reportId"],
+                "reason": reason,
+                "standing": None if standing is None else str(standing.decision),
+            },
+        )
+        self._restore_health()
         self.send_delays = Backoff(
             initial=ctx.config.retry.initial_seconds, maximum=ctx.config.retry.max_seconds
         ).delays()
@@ -371,7 +385,9 @@ class BootstrapReporter(Component[BootstrapConfig]):
             )
             return
         self.counters.verdicts += 1
-        self.current = dataclasses.replace(current, verdict=verdict)
+        # A final verdict of its own replaces the standing one; a pending one leaves it in force.
+        standing = None if verdict.final else current.standing
+        self.current = dataclasses.replace(current, verdict=verdict, standing=standing)
         self.store_dirty = True
         self.next_store_try = 0.0
         self._schedule_send(ctx.config)
@@ -419,7 +435,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
                 **details,
             )
         else:
-            ctx.set_health("RUNNING", "verification pending")
+            self._restore_health()  # pending: the standing verdict, if any, still holds
             await ctx.emit_event(
                 "bootstrap.pending",
                 category=Category.SECURITY,
@@ -495,17 +511,36 @@ class BootstrapReporter(Component[BootstrapConfig]):
             )
             self._restore_health()
         else:
-            self.store_dirty = True  # what this run made is newer than what the store kept
+            # What this run made is newer than what the store kept; but the verdict the store kept still
+            # holds until the new report has its own (a store slower than the first collection).
+            if current.in_force is None and stored.in_force is not None:
+                self.current = dataclasses.replace(current, standing=stored.in_force)
+                self._restore_health()
+            self.store_dirty = True
 
     def _restore_health(self) -> None:
-        """The heartbeat's health as the current verdict has it."""
-        verdict = None if self.current is None else self.current.verdict
-        if verdict is None:
-            self.ctx.set_health("RUNNING", "awaiting a verdict" if self.current else "collecting facts")
-        elif verdict.decision is Decision.REJECTED:
-            self.ctx.set_health("DEGRADED", "rejected by the verifier")
+        """The heartbeat's health as the verdict in force has it: the current report's if final, else the
+        standing one (with what the new report waits for)."""
+        current = self.current
+        if current is None:
+            self.ctx.set_health("RUNNING", "collecting facts")
+            return
+        verdict, in_force = current.verdict, current.in_force
+        if in_force is None:
+            self.ctx.set_health(
+                "RUNNING", "verification pending" if verdict is not None else "awaiting a verdict"
+            )
+        elif in_force is verdict:
+            if in_force.decision is Decision.REJECTED:
+                self.ctx.set_health("DEGRADED", "rejected by the verifier")
+            else:
+                self.ctx.set_health("RUNNING", str(in_force.decision))
         else:
-            self.ctx.set_health("RUNNING", str(verdict.decision))
+            new = "a new report is pending" if verdict is not None else "a new report awaits a verdict"
+            if in_force.decision is Decision.REJECTED:
+                self.ctx.set_health("DEGRADED", f"rejected by the verifier; {new}")
+            else:
+                self.ctx.set_health("RUNNING", f"{in_force.decision}; {new}")
 
     async def _save(self) -> None:
         current = self.current

@@ -1,5 +1,8 @@
 """What the reporter keeps in the encrypted store (namespace `bootstrap`, key `state`): the last report
-(so a restart resends the same report id) and the verdict on it.
+(so a restart resends the same report id), the verdict on it, and the standing verdict: the last final
+verdict on an earlier report, which stays in force (the cloud's groups still say it) until the current
+report gets a final verdict of its own. A reboot changes `bootId`, so it makes a new report: the device
+keeps serving its last verdict meanwhile, across restarts too.
 
 `reportedAt` is wall-clock time, because it must mean something after a restart; within one run the
 reporter schedules on the monotonic clock.
@@ -25,6 +28,14 @@ class Reported:
     report: dict[str, Any] = field(repr=False)
     reported_at: float  # wall clock, seconds since the epoch
     verdict: Verdict | None = None
+    standing: Verdict | None = None  # the last final verdict on an earlier report, until this one has one
+
+    @property
+    def in_force(self) -> Verdict | None:
+        """The verdict that holds now: this report's if final, else the standing one."""
+        if self.verdict is not None and self.verdict.final:
+            return self.verdict
+        return self.standing
 
     @property
     def report_id(self) -> str:
@@ -40,6 +51,7 @@ class Reported:
             "report": self.report,
             "reportedAt": self.reported_at,
             "verdict": None if self.verdict is None else self.verdict.to_document(),
+            "standing": None if self.standing is None else self.standing.to_document(),
         }
         return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
@@ -51,10 +63,11 @@ class Reported:
             raise InvalidInputError("the kept state is not JSON") from None
         if not isinstance(document, dict) or document.get("schema") != STATE_SCHEMA:
             raise InvalidInputError("the kept state has another schema")
-        report, reported_at, verdict = (
+        report, reported_at, verdict, standing = (
             document.get("report"),
             document.get("reportedAt"),
             document.get("verdict"),
+            document.get("standing"),  # absent in a state kept before it existed
         )
         if (
             not isinstance(report, dict)
@@ -67,4 +80,11 @@ class Reported:
             report=report,
             reported_at=float(reported_at),
             verdict=None if verdict is None else parse_verdict(verdict),
+            standing=None if standing is None else _final_verdict(parse_verdict(standing)),
         )
+
+
+def _final_verdict(verdict: Verdict) -> Verdict:
+    if not verdict.final:
+        raise InvalidInputError("the kept standing verdict is not final")
+    return verdict
