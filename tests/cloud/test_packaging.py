@@ -57,6 +57,28 @@ def test_the_documented_policy_is_valid(tmp_path: Path):
         assert f"| `{key}` |" in text, key
 
 
+def test_the_policy_in_bootstrap_md_is_valid_and_names_every_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """bootstrap.md carries the policy file itself (not only a link): it must load as written."""
+    text = (PROJECT / "docs" / "bootstrap.md").read_text()
+    section = text[text.index("### The policy file") : text.index("### Running it in AWS")]
+    block = re.search(r"```json\n(\{\n  \"schema\": \"verifier-policy/1\".*?)\n```", section, re.DOTALL)
+    assert block is not None
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "thermostats.csv").write_text("serial\nSN-0001\n")
+    (tmp_path / "policy.json").write_text(block.group(1))
+    monkeypatch.setenv("FLEET_SALT", "a-fleet-salt-for-the-docs-test")
+    policy = load_policy(tmp_path / "policy.json")
+    allowed = policy.rules_for("thermostat").serial_allowlist
+    assert allowed is not None
+    assert "SN-0001" in allowed
+    from device_agent_cloud.policy import RULE_KEYS  # noqa: PLC0415
+
+    for key in RULE_KEYS:
+        assert f"`{key}`" in section, key
+
+
 def test_the_handler_needs_its_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("DEVICE_AGENT_POLICY_FILE", raising=False)
     with pytest.raises(PolicyFileError, match="DEVICE_AGENT_POLICY_FILE"):
