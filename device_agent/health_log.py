@@ -789,6 +789,7 @@ class HealthLogWriter:
         self._unsynced = 0
         self._gid: int | None = None
         self.group_problem: str | None = None  # why the group could not be applied, if it could not
+        self.rotations = 0  # how many times this writer rotated the log
 
     @property
     def bound(self) -> int:
@@ -1024,6 +1025,7 @@ class HealthLogWriter:
                 with _storage_errors("rename", source), contextlib.suppress(FileNotFoundError):
                     fs.replace(source, target)
         self._open_current()
+        self.rotations += 1
         with _storage_errors("fsync", self.directory):
             fs.fsync_dir(self.directory)
 

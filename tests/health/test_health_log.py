@@ -380,6 +380,7 @@ def test_the_log_never_exceeds_its_bound_across_many_rotations(memory_dir: Path)
             rotations += (tmp_path / "log" / "health.log").stat().st_size < before
             assert_within_bound(writer)
     assert rotations >= 20
+    assert writer.rotations == rotations  # the count the monitor uses to snapshot into a fresh file
     contents = read_log(tmp_path / "log")
     assert contents.problems == ()
     # The newest records survive, in order and without a gap.

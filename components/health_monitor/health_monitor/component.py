@@ -136,6 +136,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.log_problem: str | None = None
         self.sequence = 0
         self.snapshot_checks: set[tuple[str, str | None]] = set()
+        self.snapshot_due = False  # the log rotated and the new file has no snapshot yet
         self.restarting: set[str] = set()  # asked to restart: its heartbeats starting again are expected
         self.rejected: collections.Counter[str] = collections.Counter()  # malformed messages, by reason
         self.rejects_noted = -math.inf
@@ -384,7 +385,7 @@ class HealthMonitor(Component[HealthConfig]):
             # A check seen for the first time is in no snapshot yet, and its first reading is no state
             # change: snapshot now, so the log (and device-health) shows it without waiting an interval.
             checks = set(self.monitor.evaluators)
-            if now >= next_snapshot or checks != self.snapshot_checks:
+            if now >= next_snapshot or checks != self.snapshot_checks or self.snapshot_due:
                 self.snapshot_checks = checks
                 records += self._snapshot(config)
                 next_snapshot = now + config.log.snapshot_interval_seconds
@@ -554,11 +555,20 @@ class HealthMonitor(Component[HealthConfig]):
             if problem is not None:
                 logger.warning("health.tool_not_installed", extra={"reason": problem})
         for record in records:
+            rotations = self.writer.rotations
             try:
                 self.writer.append(record)
             except InvalidInputError:  # a record the log refuses is a bug here: lose it, not the others
                 # Its message may quote what a peer sent: the kind of record is enough to find the bug.
                 logger.error("health.record_refused", extra={"kind": type(record).__name__})  # noqa: TRY400
+                continue
+            # A flood of incidents can rotate the last snapshot out of the log, leaving device-health no
+            # states to show: after a rotation, the new file gets a snapshot at the next tick. A snapshot
+            # written after the rotation (it rotates before the line that would not fit) is one already.
+            if isinstance(record, Snapshot):
+                self.snapshot_due = False
+            elif self.writer.rotations != rotations:
+                self.snapshot_due = True
 
     async def _publish_summary(self, ctx: Context[HealthConfig], reason: str) -> None:
         config = ctx.config
