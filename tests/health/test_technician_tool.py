@@ -3,6 +3,7 @@ the technician group, reads the log in its own folder, and is rewritten only whe
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -11,12 +12,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from health_monitor.sharing import share_work_folder
-from health_monitor.technician_tool import MODULES, TOOL_NAME, install_tool, tool_archive
+from health_monitor.technician_tool import MODULES, TOOL_NAME, fingerprint, install_tool, tool_archive
 
 from device_agent.health_log import HealthLogWriter
 from tests.health import samples
@@ -55,7 +57,27 @@ def test_the_archive_holds_exactly_the_tools_import_closure() -> None:
     assert {f"device_agent.{name}" for name in MODULES} - {"device_agent.__init__"} | {"device_agent"} == (
         ALLOWED_OWN
     )
-    assert tool_archive() == tool_archive()  # the same bytes from the same sources
+    assert fingerprint() == fingerprint()  # the same sources, the same copy
+    with zipfile.ZipFile(io.BytesIO(tool_archive())) as archive:
+        names = set(archive.namelist())
+    modules = {f"device_agent/{name}.py" for name in MODULES}
+    assert names == {"__main__.py"} | modules | {f"{name}c" for name in modules}
+
+
+def test_bytecode_from_another_python_is_not_used_the_source_is(tmp_path: Path) -> None:
+    log = tmp_path / "health"
+    samples.write_log(log, "critical")
+    # As if the monitor's interpreter were another version than the technician's python3.
+    with (
+        zipfile.ZipFile(io.BytesIO(tool_archive())) as original,
+        zipfile.ZipFile(log / TOOL_NAME, "w") as copy,
+    ):
+        for info in original.infolist():
+            data = original.read(info)
+            copy.writestr(info, b"\x00\x00\r\n" + data[4:] if info.filename.endswith(".pyc") else data)
+    done = run_copy(log / TOOL_NAME, "--json")
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["status"] == "CRITICAL"
 
 
 def test_the_copy_reads_the_log_in_its_own_folder_on_a_bare_interpreter(tmp_path: Path) -> None:
@@ -96,7 +118,9 @@ def test_the_copy_is_rewritten_only_when_it_changed_and_replaces_whatever_took_i
         file.write("# a newer version\n")
     assert install_tool(log, None, package=package) is None
     assert tool.stat().st_ino != inode
-    assert tool.read_bytes() == tool_archive(package)
+    with zipfile.ZipFile(tool) as archive:
+        assert archive.comment == fingerprint(package)
+        assert archive.read("device_agent/health_cli.py").endswith(b"# a newer version\n")
     # A link where the tool goes is replaced, never written through.
     outside = tmp_path / "outside"
     outside.write_text("untouched")
