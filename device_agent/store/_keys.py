@@ -6,7 +6,9 @@
           └── seal record values (see `_crypto`)
 
 Data keys are per namespace so that erasing a namespace is destroying its keys: its records become
-unreadable at once, whatever copies of their pages survive. Destroying the KEK does the same for the store.
+unreadable at once, wherever their pages linger in the database. A copy of the database made before (one
+that recovery set aside) still holds the keys, wrapped under the same KEK, so erase destroys those copies
+too (`_maintenance`). Destroying the KEK makes every copy of the store unreadable.
 
 Key file format (42 bytes, 0600, created exclusively, never followed through a symbolic link):
 
