@@ -182,7 +182,7 @@ async def observe(
         edit_recipe(recipe)
         path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     allowed_idle = set(UNEXERCISED.get(component, {}))
-    async with start_device(interpolate_component_configuration=True) as device:
+    async with start_device(interpolate_component_configuration=True, **run.device) as device:
         recorder = Recorder(component)
         device.nucleus.authorizer.add_decision_listener(recorder)
         result = await device.deploy(
