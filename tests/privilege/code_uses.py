@@ -10,7 +10,8 @@
 - Call sites (`call_sites`): calls of a session method on an `ipc`/`_ipc` receiver (the suite's one name for
   the session, `ctx.ipc`, `self._ipc`, ...).
 - Resources (`Resolver`): the first argument of each authorized call, evaluated against the real modules'
-  constants and functions (`store_protocol`, `messages`, the component's own), with `config` the recipe's
+  constants and functions (`store_protocol`, `messages`, the component's own; a parameter through what
+  each call of its function in the same module passes), with `config` the recipe's
   `DefaultConfiguration` parsed by the component's model and the thing name `{iot:thingName}`, as the
   nucleus interpolates it into the recipe. What cannot be evaluated is an error that names the call site.
 """
@@ -383,12 +384,46 @@ class Resolver:
             assigned = _local_assignments(site.function, name)
             if assigned:
                 return _union(self.evaluate(v, site, depth) for v in assigned)
+            passed = self._passed_in(site, site.function, name, depth)
+            if passed:
+                return passed
         namespace = vars(importlib.import_module(site.module.name))
         if name in namespace:
             return (namespace[name],)
         raise UnresolvedError(
             f"{site.where}: cannot tell what {name!r} holds; bind it in test_least_privilege.bindings"
         )
+
+    def _passed_in(
+        self, site: CallSite, function: ast.FunctionDef | ast.AsyncFunctionDef, name: str, depth: int
+    ) -> Values:
+        """A parameter's values: what each call of its function in the same module passes for it."""
+        positional = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+        if name not in positional and name not in {a.arg for a in function.args.kwonlyargs}:
+            return ()
+        method = bool(positional) and positional[0] in {"self", "cls"}
+        index = positional.index(name) - (1 if method else 0) if name in positional else None
+        values: list[Values] = []
+        for node, caller, cls in _walk_scoped(site.module.tree):
+            if not (isinstance(node, ast.Call) and _calls(node, function.name, method=method)):
+                continue
+            at = CallSite(site.module, node.lineno, site.method, node, caller, cls)
+            if index is not None and len(node.args) > index:
+                values.append(self.evaluate(node.args[index], at, depth + 1))
+            values.extend(self.evaluate(k.value, at, depth + 1) for k in node.keywords if k.arg == name)
+        return _union(values)
+
+
+def _calls(call: ast.Call, function: str, *, method: bool) -> bool:
+    """`call` is `self.<function>(...)` (a method) or `<function>(...)`."""
+    if method:
+        return (
+            isinstance(call.func, ast.Attribute)
+            and call.func.attr == function
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id in {"self", "cls"}
+        )
+    return isinstance(call.func, ast.Name) and call.func.id == function
 
 
 def _local_assignments(function: ast.AST, name: str) -> list[ast.expr]:

@@ -8,6 +8,7 @@ A use the recipe does not grant fails, and so does a grant that no use needs.
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import pytest
@@ -78,6 +79,24 @@ def test_every_session_method_maps_to_operations_the_authorization_table_classif
         for operation in operations:
             code_uses.destination_of(operation)  # raises for an operation nobody classified
         assert method in {"open", "close", "connected", "thing_name"} or operations, method
+
+
+def test_a_parameter_resolves_to_what_each_call_of_its_function_passes():
+    source = """
+class Sender:
+    async def run(self, ctx):
+        topic = "device-agent/a"
+        await self._send(ctx, topic, b"x")
+        await self._send(ctx, topic="device-agent/b", payload=b"y")
+
+    async def _send(self, ctx, topic, payload):
+        await ctx.ipc.publish(topic, payload)
+"""
+    module = code_uses.Module("fixture", code_uses.ROOT / "fixture.py", ast.parse(source))
+    [site] = code_uses.call_sites([module])
+    telemetry = next(c for c in COMPONENTS if c.name == "com.deviceagent.TelemetryPublisher")
+    resolver = Resolver(telemetry, {})
+    assert resolver.resource(site) == ("device-agent/a", "device-agent/b")
 
 
 def test_an_unclassified_operation_is_refused():
