@@ -469,7 +469,7 @@ async def test_malformed_events_and_an_oversized_snapshot_never_stop_the_monitor
             "the monitor stopped judging",
         )
         assert device.state(HEALTH).value == "RUNNING"
-        lines = log_lines(device)
+    lines = log_lines(device)  # after the stop, which notes the rejects not yet noted
     assert [line.get("event") for line in lines].count("monitor.started") == 1  # never restarted
     incidents = [(i["event"], i.get("component")) for i in lines if i["kind"] == "incident"]
     assert incidents == [("config.rejected", None), ("store.integrity_failed", "x")]

@@ -13,8 +13,11 @@ Inputs (handlers only record what arrived; one loop does the judging and the wri
   nucleus drops QoS 0 while offline; the summary then goes again at QoS 1, kept until the link is back);
 - the certificate file, the wall clock against the monotonic one, the boot id and the board's flags.
 
-State changes and incidents go to the health log durably, snapshots every `log.snapshotIntervalSeconds`;
-a summary goes to IoT Core and the local topic at every change and every `summaryIntervalSeconds`.
+State changes and incidents go to the health log durably, snapshots every `log.snapshotIntervalSeconds`
+(and after each rotation); a summary goes to IoT Core and the local topic at every change and every
+`summaryIntervalSeconds`. Whenever it opens the log, the monitor keeps a copy of `device-health` beside it
+(technician_tool.py). Messages from other components are data: a malformed one is counted and noted,
+never fatal.
 
 The monitor's own state: the runtime reports RUNNING with UpdateState once `start()` returns and ERRORED
 on a fatal error. A health log that cannot be written is not fatal (restarting would not free a disk):
