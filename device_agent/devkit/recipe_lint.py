@@ -23,7 +23,8 @@ Each finding has a rule id, a severity, where in the recipe and why. Errors fail
   anything writable by others.
 - `install-online` (a warning): an Install script that fetches from the network (a URL, curl, wget, git, a
   package manager, `pip install` without `--no-index`). The suite's `python3 -m device_agent.install`
-  is offline exactly when the artifact carries wheels, which a recipe cannot show: see docs/packaging.md.
+  is offline exactly when the artifact carries wheels: a built recipe (`greengrass-build/recipes/`) whose
+  zip beside it has none gets the warning; a source recipe cannot show it (docs/packaging.md).
 - `artifact`: an artifact not unarchived as ZIP, or not `Permission: {Read: OWNER, Execute: NONE}`.
 - `secret-default`: a DefaultConfiguration key that names a secret (password, token, secret, private key,
   credential, API or access key, salt, HMAC key) with a non-empty value; names ending in Id, Arn, Name,
@@ -47,6 +48,7 @@ import importlib
 import re
 import shlex
 import sys
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,7 @@ _WRITE_TARGET = frozenset({"--work", "--target", "--prefix", "--root", "--user-b
 _READ_SOURCE = frozenset({"--artifact", "-r", "--requirement", "--constraint", "--find-links"})
 _WORLD_WRITABLE = re.compile(r"^[0-7]?[0-7][0-7][2367]$|(^|,)[ao]*[+=][rwxXst]*w")
 _FETCHERS = frozenset({"curl", "wget"})
+_SUITE_INSTALL = "device_agent.install"
 _SEPARATORS = frozenset({"&&", "||", ";", "|", "&", "(", ")"})
 _PACKAGE_MANAGERS = frozenset({"apt-get", "apt", "yum", "dnf", "apk", "snap"})
 
@@ -132,8 +135,9 @@ def _key(mapping: Mapping[Any, Any], name: str) -> Any:
 
 
 class _Linter:
-    def __init__(self, recipe: str) -> None:
+    def __init__(self, recipe: str, *, ships_wheels: bool | None = None) -> None:
         self.recipe = recipe
+        self.ships_wheels = ships_wheels
         self.findings: list[Finding] = []
 
     def add(self, rule: str, where: str, message: str, severity: Severity = Severity.ERROR) -> None:
@@ -285,6 +289,8 @@ class _Linter:
         for problem in _install_path_problems(tokens):
             self.add("install-paths", where, problem)
         online = _online_fetch(tokens)
+        if online is None and self.ships_wheels is False and _SUITE_INSTALL in script:
+            online = f"{_SUITE_INSTALL} of a build without wheels"
         if online is not None:
             self.add(
                 "install-online",
@@ -505,11 +511,12 @@ class Recipe:
     label: str
     document: Any
     config_model: type | None = None
+    ships_wheels: bool | None = None  # a built recipe's zip carries wheels; None: not known (a source recipe)
 
 
 def lint_recipe(recipe: Recipe, *, version: str = __version__) -> tuple[list[Finding], list[str]]:
     """Findings for one recipe, and its policy ids (uniqueness is checked across recipes by `lint`)."""
-    linter = _Linter(recipe.label)
+    linter = _Linter(recipe.label, ships_wheels=recipe.ships_wheels)
     document = recipe.document
     if not isinstance(document, Mapping):
         linter.add("schema", "(document)", "a recipe is a mapping")
@@ -623,7 +630,23 @@ def read_recipe(path: Path, *, with_model: bool = True) -> Recipe:
     if with_model:
         with contextlib.suppress(ImportError):
             model = config_model_for(path, document)
-    return Recipe(path.name, document, model)
+    return Recipe(path.name, document, model, built_ships_wheels(path, document))
+
+
+def built_ships_wheels(path: Path, document: object) -> bool | None:
+    """Whether the zip built beside a built recipe carries wheels (GDK's layout: greengrass-build/recipes/
+    and greengrass-build/artifacts/<name>/<version>/<name>.zip); None when there is no such zip."""
+    if not isinstance(document, Mapping):
+        return None
+    name, version = _key(document, "componentname"), _key(document, "componentversion")
+    if not (isinstance(name, str) and isinstance(version, str)) or path.parent.name != "recipes":
+        return None
+    artifact = path.parent.parent / "artifacts" / name / version / f"{name}.zip"
+    try:
+        with zipfile.ZipFile(artifact) as archive:
+            return any(entry.startswith("wheels/") for entry in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return None
 
 
 def lint_files(paths: Sequence[Path], *, with_models: bool = True) -> list[Finding]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +265,29 @@ def test_an_install_that_reaches_the_network_is_a_warning(script, fetch):
     [finding] = with_install(script)
     assert (finding.rule, finding.severity) == ("install-online", Severity.WARNING)
     assert finding.message.startswith(f"{fetch}:")
+
+
+@pytest.mark.parametrize("wheels", [True, False], ids=["offline build", "online build"])
+def test_a_built_recipe_whose_zip_has_no_wheels_installs_online_a_warning(tmp_path: Path, wheels: bool):
+    # GDK's layout: greengrass-build/recipes/<name>.yaml beside artifacts/<name>/<version>/<name>.zip.
+    recipes = tmp_path / "greengrass-build" / "recipes"
+    recipes.mkdir(parents=True)
+    shutil.copy(TELEMETRY, recipes / TELEMETRY.name)
+    artifact = tmp_path / "greengrass-build" / "artifacts" / NAME / __version__ / f"{NAME}.zip"
+    artifact.parent.mkdir(parents=True)
+    with zipfile.ZipFile(artifact, "w") as archive:
+        archive.writestr("requirements/device.lock", "")
+        if wheels:
+            archive.writestr("wheels/pip-24.0-py3-none-any.whl", "")
+    findings = lint_files([recipes / TELEMETRY.name], with_models=False)
+    if wheels:
+        assert findings == []
+    else:
+        [finding] = findings
+        assert (finding.rule, finding.severity) == ("install-online", Severity.WARNING)
+        assert finding.message.startswith("device_agent.install of a build without wheels:")
+    # The source recipe says nothing either way: which build it ships in is not known there.
+    assert lint_files([TELEMETRY], with_models=False) == []
 
 
 def test_an_install_from_bundled_wheels_only_is_not_online():
