@@ -56,6 +56,8 @@ _NONCE_END = 1 + NONCE_BYTES
 _U32 = struct.Struct(">I")
 _TAIL = struct.Struct(">QQdBd")
 _KIND_KEY = struct.Struct(">BI")  # u8 kind | u32 length of the key
+# `bytearray().join` without making the empty bytearray on every call (join never changes its separator).
+_join_into_bytearray = bytearray().join
 
 
 def _text(value: str) -> bytes:
@@ -161,14 +163,14 @@ def seal_record(  # noqa: PLR0917 - one record's identity
 ) -> bytearray:
     """`seal_records` for one record (a keyed value, or a queue entry when `key` is None), with the bytes of
     `record_aad_from` built here: a single put or append runs it every time."""
-    key_bytes, kind = (b"", KIND_QUEUE) if key is None else (key.encode("utf-8"), KIND_VALUE)
+    key_bytes, kind = (b"", KIND_QUEUE) if key is None else (key.encode(), KIND_VALUE)
     if expires is None:
         tail = _TAIL.pack(seq, key_id, created, 0, 0.0)
     else:
         tail = _TAIL.pack(seq, key_id, created, 1, expires)
     aad = b"".join((aad_prefix, _KIND_KEY.pack(kind, len(key_bytes)), key_bytes, tail))
     nonce = os.urandom(NONCE_BYTES)
-    return bytearray().join((_FORMAT_BYTE, nonce, aead.encrypt(nonce, value, aad)))
+    return _join_into_bytearray((_FORMAT_BYTE, nonce, aead.encrypt(nonce, value, aad)))
 
 
 def _seal_with(aead: AESGCM, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:

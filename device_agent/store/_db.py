@@ -31,7 +31,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from device_agent.errors import IntegrityError, StorageError
 
@@ -91,12 +91,31 @@ class CorruptStoreError(Exception):
 
 
 class Driver(Protocol):
-    """A database connection as the engine needs it. Rows are tuples; parameters are positional."""
+    """A database connection as the engine needs it. Rows are tuples; parameters are positional.
+
+    That is all a driver needs; one may also be a `ReusingDriver`, which `Database` then uses for the
+    statements whose rows it takes all at once.
+    """
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]: ...
     def close(self) -> None: ...
     def classify(self, error: BaseException) -> ErrorKind | None:
         """`None` if `error` is not this driver's; otherwise what kind of failure it is."""
+        ...
+
+
+@runtime_checkable
+class ReusingDriver(Driver, Protocol):
+    """A driver with two more ways to run a statement, each on one cursor it keeps (making a cursor costs
+    more than the Python of a short statement): without them, `Database` uses `execute`, and asks
+    `SELECT changes()` after a write (a second statement)."""
+
+    def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        """All the rows of one statement (it has run to its end when this returns)."""
+        ...
+
+    def write(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one INSERT, UPDATE or DELETE; how many rows it changed."""
         ...
 
 
@@ -114,11 +133,24 @@ class Sqlite3Driver:
         # statement with the raw bytes in its message; this keeps them (as surrogates) for the row checks,
         # which turn them into an IntegrityError about that one row.
         self._connection.text_factory = _lenient_text
+        # Kept for `fetch` and `write`: each statement they run is over when they return (all rows read,
+        # the statement reset), so nothing holds on to a cursor between two of them.
+        self._reader = self._connection.cursor()
+        self._writer = self._connection.cursor()
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
         # The cursor itself: `Database` drains it or closes it (a generator around it costs a microsecond).
         cursor: Iterator[Row] = self._connection.execute(sql, params)
         return cursor
+
+    def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self._reader.execute(sql, params).fetchall()
+
+    def write(self, sql: str, params: Sequence[object] = ()) -> int:
+        # sqlite3 reads `sqlite3_changes()` after a write statement: its rowcount is SQLite's own count.
+        writer = self._writer
+        writer.execute(sql, params)
+        return writer.rowcount
 
     def close(self) -> None:
         self._connection.close()
@@ -164,6 +196,13 @@ class Database:
         self._driver: Driver | None = driver
         self.path = path
         self._in_transaction = False
+        self._fetch: Callable[[str, Sequence[object]], list[Row]]
+        self._write: Callable[[str, Sequence[object]], int]
+        if isinstance(driver, ReusingDriver):
+            self._fetch, self._write = driver.fetch, driver.write
+        else:
+            self._fetch = functools.partial(_fetch_by_execute, driver)
+            self._write = functools.partial(_write_by_execute, driver)
 
     @property
     def closed(self) -> bool:
@@ -173,11 +212,21 @@ class Database:
         return StorageError(f"{self.path}: the store is closed", errno_value=errno.EBADF)
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        driver = self._driver
-        if driver is None:
+        """All the rows of one statement."""
+        if self._driver is None:
             raise self._closed()
         try:
-            return list(driver.execute(sql, params))
+            return self._fetch(sql, params)
+        except Exception as error:
+            self._raise_translated(error)
+            raise
+
+    def write(self, sql: str, params: Sequence[object] = ()) -> int:
+        """Run one INSERT, UPDATE or DELETE; how many rows it changed."""
+        if self._driver is None:
+            raise self._closed()
+        try:
+            return self._write(sql, params)
         except Exception as error:
             self._raise_translated(error)
             raise
@@ -276,6 +325,16 @@ class Database:
                 f"{self.path}: database unavailable ({name})", errno_value=_ENVIRONMENT_ERRNO[kind]
             ) from error
         raise DatabaseFailureError(f"{self.path}: database error ({name})") from error
+
+
+def _fetch_by_execute(driver: Driver, sql: str, params: Sequence[object]) -> list[Row]:
+    return list(driver.execute(sql, params))
+
+
+def _write_by_execute(driver: Driver, sql: str, params: Sequence[object]) -> int:
+    list(driver.execute(sql, params))
+    [(changes,)] = list(driver.execute("SELECT changes()"))
+    return int(changes)
 
 
 def connect(factory: DriverFactory, path: Path) -> Database:

@@ -139,25 +139,18 @@ class Keyring:
     def _opener(self, aead: AESGCM, namespace: str) -> Opener:
         return Opener(aead, namespace, _crypto.record_aad_prefix(self._store_id, namespace))
 
-    def spare(self, namespace: str) -> bool:
-        """Whether the next seal in `namespace` writes nothing: an active key under its limit and bound."""
+    def take_spare(self, namespace: str) -> tuple[int, Opener] | None:
+        """The active key of `namespace` and its opener, with one seal counted, if that seal writes nothing
+        (a key under its limit and its written bound); otherwise None, and nothing counted."""
         key_id = self._active.get(namespace)
         if key_id is None:
-            return False
+            return None
         seals = self._seals[key_id]
-        return seals < self._seal_limit and seals < self._reserved[key_id]
-
-    def seal_spare(  # noqa: PLR0917 - one record's identity
-        self, namespace: str, seq: int, key: str | None, value: bytes, created: float, expires: float | None
-    ) -> tuple[int, bytearray]:
-        """Seal one record under the active key of `namespace`, which `spare` said needs no write; returns
-        (key id, sealed value). The short way of `for_seals` and `_crypto.seal_records` for one record."""
-        key_id = self._active[namespace]
-        self._seals[key_id] += 1
-        opener = self._openers.get(key_id) or self.for_open(key_id, namespace)
-        return key_id, _crypto.seal_record(
-            opener.aead, opener.aad_prefix, key_id, seq, key, value, created, expires
-        )
+        if seals >= self._seal_limit or seals >= self._reserved[key_id]:
+            return None
+        self._seals[key_id] = seals + 1
+        opener = self._openers.get(key_id)
+        return key_id, (self.for_open(key_id, namespace) if opener is None else opener)
 
     def for_seal(self, namespace: str, now: float) -> tuple[int, Opener]:
         """The active key of `namespace` (made now if it has none or has used up its seals), counted."""

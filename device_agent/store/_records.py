@@ -136,7 +136,7 @@ def open_value(
         aad = _crypto.record_aad_from(
             opener.aad_prefix,
             _crypto.KIND_VALUE,
-            key.encode("utf-8"),
+            key.encode(),
             seq,
             key_id,
             created,
@@ -230,8 +230,7 @@ def insert(db: Database, runs: Sequence[SealedRun], *, keep_existing: bool = Fal
             if with_expiry:
                 row.append(run.expires)
             row.append(run.sealed[0])
-            db.query(_insert_one_sql(with_expiry=with_expiry, keep_existing=keep_existing), row)
-            inserted += int(db.scalar("SELECT changes()")) if keep_existing else 1
+            inserted += db.write(_insert_one_sql(with_expiry=with_expiry, keep_existing=keep_existing), row)
             continue
         shared: list[object] = [run.first_seq, run.namespace, run.key_id, run.created]
         if with_expiry:
@@ -244,17 +243,11 @@ def insert(db: Database, runs: Sequence[SealedRun], *, keep_existing: bool = Fal
             params = shared + list(
                 chain.from_iterable(zip(run.keys[start:end], run.sealed[start:end], strict=True))
             )
-            db.query(_insert_sql(count, with_expiry=with_expiry, keep_existing=keep_existing), params)
-            inserted += int(db.scalar("SELECT changes()")) if keep_existing else count
+            inserted += db.write(
+                _insert_sql(count, with_expiry=with_expiry, keep_existing=keep_existing), params
+            )
             start = end
     return inserted
-
-
-def insert_one(db: Database, row: tuple[object, ...]) -> bool:
-    """INSERT one row in `COLUMNS` order; a keyed row whose key is taken is skipped: False then."""
-    keyed, with_expiry = row[2] is not None, row[5] is not None
-    db.query(_INSERT_ONE[with_expiry, keyed], row if with_expiry else row[:5] + row[6:])
-    return not keyed or db.query("SELECT changes()")[0][0] == 1
 
 
 def piece(remaining: int) -> int:
@@ -284,10 +277,19 @@ def _insert_sql(rows: int, *, with_expiry: bool, keep_existing: bool) -> str:
     return f"INSERT INTO records({COLUMNS}) VALUES {values}{conflict}"  # noqa: S608 - numbers only
 
 
-_INSERT_ONE = {
-    (with_expiry, keep_existing): _insert_one_sql(with_expiry=with_expiry, keep_existing=keep_existing)
+def _alone_sql(*, keyed: bool, with_expiry: bool) -> str:
+    key = "?" if keyed else "NULL"
+    expires = "?" if with_expiry else "NULL"
+    conflict = " ON CONFLICT(namespace, key) DO NOTHING" if keyed else ""
+    return f"INSERT INTO records({COLUMNS}) VALUES (?, ?, {key}, ?, ?, {expires}, ?){conflict}"  # noqa: S608
+
+
+# One record written alone (the engine's shortest path), by (keyed, with expiry): the parameters are the
+# row's columns in `COLUMNS` order without the NULL ones. A keyed row whose key is taken is skipped.
+ALONE = {
+    (keyed, with_expiry): _alone_sql(keyed=keyed, with_expiry=with_expiry)
+    for keyed in (False, True)
     for with_expiry in (False, True)
-    for keep_existing in (False, True)
 }
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 
 from device_agent.errors import IntegrityError, NotFoundError, StorageError
 from device_agent.store import _crypto, _db, _records
+from device_agent.store._keyring import Opener
 from device_agent.store._maintenance import SELECT, Maintenance
 from device_agent.store._model import (
     NamespacePolicy,
@@ -50,6 +51,7 @@ from device_agent.store._model import (
 logger = logging.getLogger(__name__)
 
 _DROP_CHUNK = 64
+_UNUSED = (0, 0)
 _GET = f"SELECT {_records.VALUE_COLUMNS} FROM records WHERE namespace = ? AND key = ?"  # noqa: S608
 _FIND_KEYS = "SELECT seq, key, length(sealed) FROM records WHERE namespace = ? AND seq < ? AND key IN ({})"
 _KEYS = (
@@ -84,13 +86,15 @@ class Store(Maintenance):
     def put(self, namespace: str, key: str, value: bytes, *, ttl: float | None = None) -> None:
         """Store `value` under `key` (replacing it); durable when this returns."""
         ns, name, data = check_record(namespace, key, value, self._max_value_bytes)
-        policy = self.policy(ns)
+        policy = self._policies.get(ns, self._default_policy)
         life = policy.ttl if ttl is None else check_ttl(ttl)
         with self._lock:
-            if ns not in self._replacing and self._alone(ns, len(data), policy):
-                if self._insert_alone(ns, name, data, life) is not None:
-                    return
-                self._replacing.add(ns)  # the key is taken: replace it in a transaction
+            if ns not in self._replacing:
+                spare = self._spare_key(ns, len(data), policy)
+                if spare is not None:
+                    if self._insert_alone(ns, name, data, life, spare) is not None:
+                        return
+                    self._replacing.add(ns)  # the key is taken: replace it in a transaction
             self._put_locked(ns, [(name, data)], len(data), life)
 
     def put_many(
@@ -191,11 +195,12 @@ class Store(Maintenance):
         """Add `value` at the tail of the queue `namespace`; returns its sequence number, once durable."""
         ns = check_namespace(namespace)
         data = check_value(value, self._max_value_bytes)
-        policy = self.policy(ns)
+        policy = self._policies.get(ns, self._default_policy)
         life = policy.ttl if ttl is None else check_ttl(ttl)
         with self._lock:
-            if self._alone(ns, len(data), policy):
-                seq = self._insert_alone(ns, None, data, life)
+            spare = self._spare_key(ns, len(data), policy)
+            if spare is not None:
+                seq = self._insert_alone(ns, None, data, life, spare)
                 if seq is not None:
                     return seq
             return self._append_locked(ns, [data], life)[0]
@@ -320,29 +325,42 @@ class Store(Maintenance):
             policy.max_bytes is None or total + size <= policy.max_bytes
         )
 
-    def _alone(self, ns: str, size: int, policy: NamespacePolicy) -> bool:
-        """Whether one record can be written as one statement, in SQLite's own transaction (as durable as
-        ours: WAL, synchronous=FULL, committed before the statement returns): nothing else needs writing
-        with it (the sequence and seal bounds have room) and no quota is in reach (`_fits`, inline)."""
-        if self._in_write or self._next_seq > self._seq_reserved or not self._keyring.spare(ns):
-            return False
-        if policy.max_records is None and policy.max_bytes is None:
-            return True
-        return self._fits(ns, 1, size)
+    def _spare_key(self, ns: str, size: int, policy: NamespacePolicy) -> tuple[int, Opener] | None:
+        """The data key (id and opener) to seal one record that can be written as one statement, in
+        SQLite's own transaction (as durable as ours: WAL, synchronous=FULL, committed before the statement
+        returns), with its seal counted; None if it cannot: something else needs writing with it (a
+        sequence or seal bound) or a quota is in reach (`_fits`, inline)."""
+        if self._in_write or self._next_seq > self._seq_reserved:
+            return None
+        if (policy.max_records is None and policy.max_bytes is None) or self._fits(ns, 1, size):
+            return self._keyring.take_spare(ns)
+        return None
 
-    def _insert_alone(self, ns: str, key: str | None, value: bytes, life: float | None) -> int | None:
-        """Write one record as one statement (see `_alone`); its sequence number, or None (and nothing
-        written) if its key is taken. Skips BEGIN and COMMIT (a put is then two statements, not four), and
-        takes the shortest way through the code: a single put runs it on every call, often with its caches
-        cold after waiting for the disk, so each step it saves counts."""
+    def _insert_alone(
+        self, ns: str, key: str | None, value: bytes, life: float | None, spare: tuple[int, Opener]
+    ) -> int | None:
+        """Seal and write one record as one statement under the key `_spare_key` gave; its sequence number,
+        or None (and nothing written) if its key is taken. Skips BEGIN and COMMIT and takes the shortest way
+        through the code: a single put or append runs it on every call, often with its caches cold after
+        waiting for the disk, where each function, object and statement it touches costs."""
         now = self._clock()
-        expires = None if life is None else now + life
         seq = self._next_seq
         self._next_seq = seq + 1  # taken even if the INSERT fails: a number is never offered twice
-        key_id, sealed = self._keyring.seal_spare(ns, seq, key, value, now, expires)
-        if not _records.insert_one(self._db, (seq, ns, key, key_id, now, expires, sealed)):
+        key_id, opener = spare
+        expires = None if life is None else now + life
+        sealed = _crypto.seal_record(opener.aead, opener.aad_prefix, key_id, seq, key, value, now, expires)
+        # The row without its NULL columns (see `_records.ALONE`).
+        row: tuple[object, ...]
+        if expires is None:
+            row = (seq, ns, key_id, now, sealed) if key is None else (seq, ns, key, key_id, now, sealed)
+        elif key is None:
+            row = (seq, ns, key_id, now, expires, sealed)
+        else:
+            row = (seq, ns, key, key_id, now, expires, sealed)
+        if self._db.write(_records.ALONE[key is not None, expires is not None], row) == 0:
             return None
-        self._account(ns, 1, len(value))
+        count, size = self._usage.get(ns, _UNUSED)  # `_account`, inline
+        self._usage[ns] = (count + 1, size + len(value))
         return seq
 
     def _insert(

@@ -7,13 +7,14 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from device_agent.store import SecretKekSource, Store
+from device_agent.store._db import Row, Sqlite3Driver
 
 SECRET = b"0123456789abcdef-test-secret-for-the-kek"
 
@@ -29,6 +30,28 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class InterceptingDriver(Sqlite3Driver):
+    """The real driver, showing every statement to `intercept` first, whichever way it runs (`execute`, or
+    the kept cursors of `fetch` and `write`): tests subclass it to watch statements or fail them."""
+
+    def intercept(self, sql: str) -> list[Row] | None:
+        """Raise to fail `sql`; return rows to answer a query in its place; None to run it."""
+        return None
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
+        answer = self.intercept(sql)
+        return iter(answer) if answer is not None else super().execute(sql, params)
+
+    def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        answer = self.intercept(sql)
+        return answer if answer is not None else super().fetch(sql, params)
+
+    def write(self, sql: str, params: Sequence[object] = ()) -> int:
+        if self.intercept(sql) is not None:
+            raise AssertionError("a write statement has no rows to answer with")
+        return super().write(sql, params)
 
 
 @pytest.fixture

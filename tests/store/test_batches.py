@@ -11,22 +11,20 @@ import pytest
 
 from device_agent.errors import StorageError
 from device_agent.store import NamespacePolicy, Store
-from device_agent.store._db import Sqlite3Driver
-from tests.store.conftest import Clock
+from tests.store.conftest import Clock, InterceptingDriver
 
 
-class FailingInsert(Sqlite3Driver):
+class FailingInsert(InterceptingDriver):
     """The real driver, failing the `fail_at`-th INSERT INTO records (counted per configured class)."""
 
     fail_at = 0
     inserts = 0
 
-    def execute(self, sql: str, params: Sequence[object] = ()) -> Any:
+    def intercept(self, sql: str) -> None:
         if sql.startswith("INSERT INTO records"):
             type(self).inserts += 1
             if type(self).inserts == self.fail_at:
                 raise StorageError("injected failure of an INSERT")
-        return super().execute(sql, params)
 
 
 def failing_insert(fail_at: int) -> type[FailingInsert]:

@@ -7,7 +7,6 @@ import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from device_agent.errors import StorageError, UnsafeFileError
 from device_agent.store import StoreEvent
 from device_agent.store._db import Row, Sqlite3Driver
-from tests.store.conftest import Clock
+from tests.store.conftest import Clock, InterceptingDriver
 
 PAGE = 4096
 
@@ -127,21 +126,21 @@ def test_files_exist_private_before_sqlite_opens_them(open_store, store_dir):
 # ---- the driver seam: environment errors ------------------------------------------------------------------
 
 
-class FaultyDriver(Sqlite3Driver):
+class FaultyDriver(InterceptingDriver):
     """The real driver, failing one statement with a given SQLite error code, or lying about a pragma."""
 
     fail_on: str = ""
     code: int = sqlite3.SQLITE_IOERR
     journal_mode: str | None = None
 
-    def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
+    def intercept(self, sql: str) -> list[Row] | None:
         if self.fail_on and sql.startswith(self.fail_on):
             error = sqlite3.OperationalError("injected")
             error.sqlite_errorcode = self.code
             raise error
         if self.journal_mode is not None and sql == "PRAGMA journal_mode=WAL":
-            return iter([(self.journal_mode,)])
-        return super().execute(sql, params)
+            return [(self.journal_mode,)]
+        return None
 
 
 def driver(**settings: object) -> type[FaultyDriver]:

@@ -5,33 +5,29 @@ whatever crashed (a kill, which keeps every write, and a power loss, which keeps
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from device_agent.devkit.crashsim import Exploration, Session, materialised, run_workload
 from device_agent.errors import StorageError
 from device_agent.store import KeyFile, Store, StoreEvent, _keyring, _lifecycle
-from device_agent.store._db import Sqlite3Driver
-from tests.store.conftest import raw_db
+from tests.store.conftest import InterceptingDriver, raw_db
 
 
-class Watching(Sqlite3Driver):
+class Watching(InterceptingDriver):
     """The real driver, keeping every statement in `seen` and failing the `fail_at`-th INSERT INTO records."""
 
     seen: list[str]
     fail_at = 0
     inserts = 0
 
-    def execute(self, sql: str, params: Sequence[object] = ()) -> Any:
+    def intercept(self, sql: str) -> None:
         self.seen.append(sql)
         if sql.startswith("INSERT INTO records"):
             type(self).inserts += 1
             if type(self).inserts == self.fail_at:
                 raise StorageError("injected failure of an INSERT")
-        return super().execute(sql, params)
 
 
 def watching(**settings: object) -> type[Watching]:
