@@ -110,8 +110,11 @@ class Triage:
     source: str  # where the monitor gets this check's readings (for UNKNOWN)
     hint: Hint
     critical: Hint | None = None  # when CRITICAL means something different from WARN
+    unknown: Hint | None = None  # when no reading has a better reason than a silent component
 
     def for_state(self, state: State) -> Hint:
+        if state is State.UNKNOWN and self.unknown is not None:
+            return self.unknown
         if state is State.UNKNOWN:
             return Hint(
                 meaning="The monitor has had no reading for this check for a while, so its state is not"
@@ -310,6 +313,13 @@ TRIAGE: Final[Mapping[str, Triage]] = {
             "The date: `date -u`. A clock far in the future makes a valid certificate look expired.",
             "If the date is wrong, fix the clock first. Otherwise report it urgently: the certificate"
             " must be replaced.",
+        ),
+        unknown=Hint(
+            "The monitor cannot read the device certificate file, or cannot make sense of it, so its"
+            " expiry is not known. The events below say why (certificate.unreadable).",
+            "Whether the file named in the monitor's setting certificatePath exists: `sudo ls -l` of"
+            " that path. The device itself still connects if the nucleus has its certificate.",
+            "Nothing to repair on the device: report it, so the operator corrects certificatePath.",
         ),
     ),
     "clock_unset": Triage(
@@ -1020,10 +1030,10 @@ def _follow(directory: Path, report: Report, style: _Style, streams: _Io) -> int
     records = list(report.timeline)
     checks = {status.key: status for status in report.checks}
     check = report.check
+    tail = _Tail(directory)
+    tail.start_at_end()  # before saying so: a line written once the words are out is followed
     out.write(f"Following {directory / LOG_NAME} (Ctrl-C to stop)...\n")
     out.flush()
-    tail = _Tail(directory)
-    tail.start_at_end()
     last_snapshot = report.snapshot_time
     try:
         while True:

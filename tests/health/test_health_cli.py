@@ -710,6 +710,13 @@ def test_every_catalogue_entry_is_written_for_people(logs: Path) -> None:
                 assert "  " not in text, name
 
 
+def test_an_unreadable_certificate_has_its_own_advice_not_restart_a_component() -> None:
+    unknown = TRIAGE["certificate"].for_state(State.UNKNOWN)
+    assert "certificatePath" in unknown.look
+    assert "certificate.unreadable" in unknown.meaning
+    assert TRIAGE["cpu"].for_state(State.UNKNOWN).action.startswith("Restart the component")
+
+
 def test_a_line_written_by_the_writer_is_what_the_tool_reads(tmp_path: Path) -> None:
     # The tool reads the log alone: a hand-made log of one durable line is enough.
     (tmp_path / "log").mkdir()
