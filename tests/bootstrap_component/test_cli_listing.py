@@ -46,7 +46,7 @@ class Clock:
         return self.now
 
 
-async def test_the_cli_answer_becomes_name_version_and_state_sorted_by_name():
+async def test_the_cli_answer_becomes_name_and_version_sorted_by_name_without_state():
     session = FakeSession()
     fact = await CliListing().fact(session)
     assert fact is not None
@@ -55,8 +55,8 @@ async def test_the_cli_answer_becomes_name_version_and_state_sorted_by_name():
     assert fact.value == {
         "source": "greengrass-cli",
         "components": [
-            {"name": "aws.greengrass.Nucleus", "version": "2.14.0", "state": "FINISHED"},
-            {"name": "com.deviceagent.EncryptedStore", "version": "0.1.0", "state": "RUNNING"},
+            {"name": "aws.greengrass.Nucleus", "version": "2.14.0"},
+            {"name": "com.deviceagent.EncryptedStore", "version": "0.1.0"},
         ],
     }
     assert session.timeouts == [LIST_TIMEOUT]
@@ -78,13 +78,8 @@ async def test_garbage_in_the_answer_is_left_out_or_null_and_the_list_is_capped(
     assert fact.value["omitted"] == 2 + 5  # the list says how many it left out, sorted last by name
     assert all(c["name"] != "bad name/with slash" for c in listed)
     by_name = {c["name"]: c for c in listed}
-    assert by_name["com.example.BadVersion"] == {
-        "name": "com.example.BadVersion",
-        "version": None,
-        "state": None,
-    }
-    assert by_name["com.example.NoVersion"]["version"] is None
-    assert by_name["com.example.NoVersion"]["state"] is None  # not a lifecycle state
+    assert by_name["com.example.BadVersion"] == {"name": "com.example.BadVersion", "version": None}
+    assert by_name["com.example.NoVersion"] == {"name": "com.example.NoVersion", "version": None}
 
 
 @pytest.mark.parametrize(
@@ -165,11 +160,11 @@ async def test_retry_now_asks_at_the_next_collection_and_a_grant_then_brings_the
 
 async def test_the_configuration_in_the_answer_is_neither_kept_nor_logged(caplog: pytest.LogCaptureFixture):
     """The real answer carries each component's whole configuration; the session's ComponentInfo has no
-    field for it, and nothing of a component but its name, version and state reaches the fact or a log."""
+    field for it, and nothing of a component but its name and version reaches the fact or a log."""
     assert set(ComponentInfo.__dataclass_fields__) == {"name", "version", "state"}
     caplog.set_level(logging.DEBUG)
     session = FakeSession()
     fact = await CliListing().fact(session)
     assert fact is not None
-    assert all(set(c) == {"name", "version", "state"} for c in fact.value["components"])
+    assert all(set(c) == {"name", "version"} for c in fact.value["components"])
     assert "EncryptedStore" not in caplog.text

@@ -8,7 +8,9 @@ suite's own list (`inventory.py`) and asks again only after a capped backoff, ne
 once after a configuration change (a deployment that merges a grant, or the CLI deployed with it).
 
 The answer carries every component's whole configuration (another component's settings, perhaps a
-secret): only the name, version and state are kept, and nothing of it is logged. A transient failure (a
+secret): only the name and version are kept, and nothing of it is logged. Nor is the state: a component
+caught restarting at a collection would change the facts hash and cost a report and a verifier decision,
+and a component's health is the health monitor's to judge, not the verifier's. A transient failure (a
 timeout, the connection lost) keeps the last list the CLI gave, so that a hiccup does not flip the source
 and make a `changed` report.
 """
@@ -33,9 +35,6 @@ LIST_TIMEOUT: Final = 10.0
 MAX_COMPONENTS: Final = 128
 #: After a refusal, "not supported" or a failure: ask again after 1 min at first, at most hourly later.
 RETRY: Final = Backoff(initial=60.0, maximum=3600.0)
-STATES: Final = frozenset(
-    {"NEW", "INSTALLED", "STARTING", "RUNNING", "STOPPING", "ERRORED", "BROKEN", "FINISHED"}
-)
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _VERSION = re.compile(r"[0-9A-Za-z.+~-]{1,64}")
 
@@ -106,13 +105,12 @@ class CliListing:
 
 
 def _listing(infos: list[ComponentInfo]) -> list[dict[str, Any]]:
-    """Name, version and state of each component, sorted by name; what is not well formed is left out
-    (a name: the nucleus never gives a malformed one) or null (a version, a state)."""
+    """Name and version of each component, sorted by name; what is not well formed is left out (a name:
+    the nucleus never gives a malformed one) or null (a version)."""
     listing: dict[str, dict[str, Any]] = {}
     for info in infos:
         if not _NAME.fullmatch(info.name):
             continue
         version = info.version if isinstance(info.version, str) and _VERSION.fullmatch(info.version) else None
-        state = info.state if info.state in STATES else None
-        listing[info.name] = {"name": info.name, "version": version, "state": state}
+        listing[info.name] = {"name": info.name, "version": version}
     return [listing[name] for name in sorted(listing)]

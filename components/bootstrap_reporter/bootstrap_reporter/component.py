@@ -62,6 +62,9 @@ STORE_TIMEOUT: Final = 5.0
 ERASE_TIMEOUT: Final = 15.0
 STORE_BACKOFF: Final = Backoff(initial=1.0, maximum=60.0)
 FINAL_SAVE_SECONDS: Final = 1.5
+#: With ListComponents the list is whole at once: wait at most this long for the kept state (a store that
+#: starts after the reporter), not the heartbeats' settle.
+CLI_SETTLE_SECONDS: Final = 20.0
 # What the verifier accepts (docs/verifier.md): 64 KiB, nesting 12, 4,096 elements. Beyond a little less,
 # the drop-in collectors' output is left out (with a reason) rather than the whole report refused.
 MAX_REPORT_BYTES: Final = 60 * 1024
@@ -158,11 +161,16 @@ class BootstrapReporter(Component[BootstrapConfig]):
         """Listen to the suite's heartbeats a while first, so that a restart sees the same components as the
         run before it (and does not re-report for a list still filling up); meanwhile keep trying to load
         the kept state, so that a store slower to start than the reporter does not cost a needless report.
-        True if stopping."""
+        Where ListComponents answers, its list is whole at once: the wait ends as soon as the kept state is
+        loaded. True if stopping."""
         settle = ctx.config.components.settle_seconds
         logger.info("bootstrap.settling", extra={"seconds": settle})
         end = time.monotonic() + settle
+        if settle > 0 and await self.cli_listing.fact(ctx.ipc) is not None:
+            end = min(end, time.monotonic() + CLI_SETTLE_SECONDS)
         while (left := end - time.monotonic()) > 0:
+            if self.store_loaded and self.cli_listing.listing is not None:
+                break
             if not self.store_loaded and time.monotonic() >= self.next_store_try:
                 await self._sync_store()
                 continue
