@@ -156,24 +156,29 @@ class Sqlite3Driver:
         self._connection.close()
 
     def classify(self, error: BaseException) -> ErrorKind | None:
-        if isinstance(error, UnicodeDecodeError):
-            # sqlite3 cannot decode SQLite's own message when it quotes damaged text (a corrupt schema).
-            return "corrupt"
-        if not isinstance(error, sqlite3.Error):
-            return None
-        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
-        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT):
-            return "corrupt"
-        if code == sqlite3.SQLITE_FULL:
-            return "full"
-        if code == sqlite3.SQLITE_IOERR:
-            return "io"
-        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return "busy"
-        # Out of memory joins access: the environment's fault, never the file's.
-        if code in _ACCESS_CODES:
-            return "access"
-        return "other"
+        return classify_sqlite3(error)
+
+
+def classify_sqlite3(error: BaseException) -> ErrorKind | None:
+    """What kind of failure a `sqlite3` error is; `None` if `error` is not one (any sqlite3 driver's)."""
+    if isinstance(error, UnicodeDecodeError):
+        # sqlite3 cannot decode SQLite's own message when it quotes damaged text (a corrupt schema).
+        return "corrupt"
+    if not isinstance(error, sqlite3.Error):
+        return None
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT):
+        return "corrupt"
+    if code == sqlite3.SQLITE_FULL:
+        return "full"
+    if code == sqlite3.SQLITE_IOERR:
+        return "io"
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return "busy"
+    # Out of memory joins access: the environment's fault, never the file's.
+    if code in _ACCESS_CODES:
+        return "access"
+    return "other"
 
 
 _ACCESS_CODES = frozenset(

@@ -3,6 +3,10 @@
 Rows are read in `seq` order until the first unreadable page, then backwards from the end until the same,
 so one damaged region costs only the rows in it. Every value is opened with the old store's identity and
 keys: a salvaged record is exactly what was written, or it is not salvaged. Expired records are left behind.
+
+The copy is opened read-only (with the standard driver), so it stays as it was found: a read-write
+connection would fold its WAL into it and delete the WAL at close, and with it the frames behind a damaged
+one, the evidence of what was lost.
 """
 
 from __future__ import annotations
@@ -10,12 +14,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from device_agent.errors import DeviceAgentError
 from device_agent.store import _crypto, _files, _records
-from device_agent.store._db import Database, DriverFactory, connect
+from device_agent.store._db import (
+    BUSY_TIMEOUT,
+    Database,
+    DriverFactory,
+    ErrorKind,
+    Row,
+    Sqlite3Driver,
+    classify_sqlite3,
+    connect,
+)
 from device_agent.store._keyring import Keyring
 from device_agent.store._keys import KeyEncryptionKey
 
@@ -46,7 +60,7 @@ def salvage(
     """Yield the records of the store at `path` that still open; `report` counts what did not."""
     try:
         _files.precreate(path)
-        db = connect(factory, path)
+        db = connect(ReadOnlyCopy if factory is Sqlite3Driver else factory, path)
     except (DeviceAgentError, OSError) as error:
         logger.warning("store.salvage_impossible", extra={"path": str(path), "error": type(error).__name__})
         report.scan_failed = True
@@ -78,6 +92,36 @@ def salvage(
     finally:
         with contextlib.suppress(DeviceAgentError):
             db.close()
+
+
+class ReadOnlyCopy:
+    """A `Driver` like the standard one, read-only (`mode=ro`): SQLite reads the copy's WAL but never
+    checkpoints it into the copy or removes it."""
+
+    def __init__(self, path: Path) -> None:
+        self._connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        # As the standard driver: damaged text reaches the row checks instead of failing the statement.
+        self._connection.text_factory = _lenient_text
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
+        cursor: Iterator[Row] = self._connection.execute(sql, params)
+        return cursor
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def classify(self, error: BaseException) -> ErrorKind | None:
+        return classify_sqlite3(error)
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
 
 
 def _open_keyring(db: Database, kek: KeyEncryptionKey) -> Keyring | None:

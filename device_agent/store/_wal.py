@@ -26,10 +26,11 @@ low bit is 0, big-endian when it is 1.
 
 from __future__ import annotations
 
+import errno
 import struct
 from pathlib import Path
 
-from device_agent.errors import DeviceAgentError, StorageError
+from device_agent.errors import StorageError
 from device_agent.fileio import OS_FILE_IO, FileIO
 from device_agent.files import open_private
 
@@ -55,10 +56,8 @@ def damage(path: Path, *, io: FileIO | None = None) -> str | None:
     fs = io if io is not None else OS_FILE_IO
     try:
         fd = open_private(path, create=False, io=fs)
-    except FileNotFoundError:
-        return None
-    except DeviceAgentError as error:
-        if isinstance(error.__cause__, FileNotFoundError):
+    except StorageError as error:
+        if error.errno == errno.ENOENT:
             return None
         raise
     try:
