@@ -72,6 +72,9 @@ class NucleusOptions:
     grace_period: float = 5.0
     error_reset_time: float = 3600.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Operations this nucleus answers "not supported", as an older nucleus does (for example
+    # "aws.greengrass#SubscribeToIoTCoreConnectionStatus"), so a component's fallback can be tested.
+    unsupported_operations: frozenset[str] = frozenset()
 
 
 class Nucleus:
@@ -267,6 +270,13 @@ class Nucleus:
             handlers.update(
                 SecretService(self.authorizer, load_secrets(self.options.secrets_file)).handlers()
             )
+        unknown = self.options.unsupported_operations - handlers.keys()
+        if unknown:
+            raise ValueError(
+                f"unsupported_operations names operations this nucleus does not serve: {sorted(unknown)}"
+            )
+        for operation in self.options.unsupported_operations:
+            del handlers[operation]
         return handlers
 
     def authenticate(self, token: str) -> str | None:

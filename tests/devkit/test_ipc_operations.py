@@ -221,6 +221,28 @@ async def test_not_supported_operation_and_cli_absent(tmp_path, start_device):
     assert "not supported" in results[0]["message"]
 
 
+async def test_an_operation_made_unsupported_answers_as_an_older_nucleus_would(tmp_path, start_device):
+    write_probe(
+        tmp_path,
+        "com.test.Old",
+        [{"op": "subscribe_to_connection_status"}, {"op": "get_configuration", "args": {"key_path": []}}],
+    )
+    connection_status = "aws.greengrass#SubscribeToIoTCoreConnectionStatus"
+    async with start_device(tmp_path, unsupported_operations=frozenset({connection_status})) as device:
+        results = await probe_results(device, "com.test.Old")
+    assert results[0]["error"] == "ServiceError"
+    assert "not supported" in results[0]["message"]
+    assert "error" not in results[1]  # the others are still served
+
+
+async def test_unsupported_operations_must_name_served_operations(tmp_path, start_device):
+    with pytest.raises(ValueError, match="SubscribeToIoTCoreConnectionStatu"):
+        async with start_device(
+            tmp_path, unsupported_operations=frozenset({"aws.greengrass#SubscribeToIoTCoreConnectionStatu"})
+        ):
+            pass
+
+
 async def test_cli_operations_with_greengrass_cli(tmp_path, start_device):
     write_probe(tmp_path, "com.test.Target", [{"op": "sleep", "args": {"seconds": 3600}}], report=False)
     write_probe(

@@ -493,10 +493,13 @@ async def test_without_connection_status_last_publish_follows_the_summaries_the_
     def last_publish(state: str) -> Callable[[dict[str, Any]], bool]:
         return lambda s: states(s, "last_publish").get(None) == state
 
-    async with start_device(health_base, merge=[], interpolate_component_configuration=True) as device:
-        # A nucleus older than SubscribeToIoTCoreConnectionStatus: the devkit has no option for one, so the
-        # operation's handler is taken away before the monitor starts (it then gets "not supported").
-        device.nucleus._ipc_handlers.pop("aws.greengrass#SubscribeToIoTCoreConnectionStatus")
+    # A nucleus older than SubscribeToIoTCoreConnectionStatus: the monitor gets "not supported".
+    async with start_device(
+        health_base,
+        merge=[],
+        interpolate_component_configuration=True,
+        unsupported_operations=frozenset({"aws.greengrass#SubscribeToIoTCoreConnectionStatus"}),
+    ) as device:
         result = await device.deploy(
             artifact_dir=health_base / "artifacts", merge={HEALTH: ""}, update_config=config
         )

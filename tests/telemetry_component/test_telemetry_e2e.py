@@ -366,9 +366,12 @@ async def test_without_connection_status_publish_results_decide_and_no_sample_is
 ):
     # A nucleus without SubscribeToIoTCoreConnectionStatus, whose in-memory spooler holds ~3 messages.
     async with start_device(
-        telemetry_base, merge={STORE: ""}, spool_max_bytes=2048, interpolate_component_configuration=True
+        telemetry_base,
+        merge={STORE: ""},
+        spool_max_bytes=2048,
+        interpolate_component_configuration=True,
+        unsupported_operations=frozenset({"aws.greengrass#SubscribeToIoTCoreConnectionStatus"}),
     ) as device:
-        del device.nucleus._ipc_handlers["aws.greengrass#SubscribeToIoTCoreConnectionStatus"]
         result = await device.deploy(merge={TELEMETRY: ""}, update_config=telemetry_config())
         assert result.succeeded, result.reason
         await device.wait_for_published(TOPIC, count=2, timeout=30)
