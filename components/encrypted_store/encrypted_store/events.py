@@ -37,6 +37,11 @@ _DESCRIPTIONS: dict[str, tuple[Category, Severity, str]] = {
         Severity.CRITICAL,
         "The key file failed its check and was replaced: records under the old key cannot be read.",
     ),
+    "store.corrupt_copies_destroyed": (
+        Category.SECURITY,
+        Severity.WARNING,
+        "A wipe also destroyed the copies of the store set aside after corruption: they held wiped records.",
+    ),
     "store.records_dropped": (
         Category.HEALTH,
         Severity.WARNING,
