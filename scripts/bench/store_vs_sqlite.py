@@ -78,6 +78,8 @@ class Plain:
         if settings != (WAL, FULL):
             raise RuntimeError(f"plain SQLite is not in WAL mode with synchronous=FULL: {settings}")
         self.db.execute("CREATE TABLE kv (ns TEXT, key TEXT, value BLOB, PRIMARY KEY (ns, key))")
+        # AUTOINCREMENT is how plain SQLite never reuses a sequence number, as the store promises (which
+        # reserves them in blocks instead): it writes sqlite_sequence on every append.
         self.db.execute("CREATE TABLE q (seq INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT, value BLOB)")
 
     def put(self, key: str, value: bytes) -> None:
