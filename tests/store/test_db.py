@@ -47,8 +47,13 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 def test_only_the_standard_library_driver_keeps_cursors(tmp_path: Path) -> None:
-    assert isinstance(Sqlite3Driver(tmp_path / "a.db"), ReusingDriver)
-    assert not isinstance(ExecuteOnly(tmp_path / "b.db"), ReusingDriver)
+    keeping, plain = Sqlite3Driver(tmp_path / "a.db"), ExecuteOnly(tmp_path / "b.db")
+    try:
+        assert isinstance(keeping, ReusingDriver)
+        assert not isinstance(plain, ReusingDriver)
+    finally:
+        keeping.close()
+        plain.close()
 
 
 def test_a_write_returns_how_many_rows_it_changed(db: Database) -> None:
