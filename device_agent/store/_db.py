@@ -106,12 +106,17 @@ class Driver(Protocol):
 
 @runtime_checkable
 class ReusingDriver(Driver, Protocol):
-    """A driver with two more ways to run a statement, each on one cursor it keeps (making a cursor costs
-    more than the Python of a short statement): without them, `Database` uses `execute`, and asks
-    `SELECT changes()` after a write (a second statement)."""
+    """A driver with more ways to run a statement, on cursors it keeps (one for reads, one for writes:
+    making a cursor costs more than the Python of a short statement): without them, `Database` uses
+    `execute`, and asks `SELECT changes()` after a write (a second statement)."""
 
     def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """All the rows of one statement (it has run to its end when this returns)."""
+        ...
+
+    def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        """The row of a statement that has at most one (a lookup by a unique key), or None; it has run to
+        its end when this returns."""
         ...
 
     def write(self, sql: str, params: Sequence[object] = ()) -> int:
@@ -145,6 +150,11 @@ class Sqlite3Driver:
 
     def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self._reader.execute(sql, params).fetchall()
+
+    def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        # sqlite3 steps on after the row it returns: at the end of a one-row statement, it resets it.
+        row: Row | None = self._reader.execute(sql, params).fetchone()
+        return row
 
     def write(self, sql: str, params: Sequence[object] = ()) -> int:
         # sqlite3 reads `sqlite3_changes()` after a write statement: its rowcount is SQLite's own count.
@@ -203,10 +213,14 @@ class Database:
         self._in_transaction = False
         self._fetch: Callable[[str, Sequence[object]], list[Row]]
         self._write: Callable[[str, Sequence[object]], int]
+        # The read fast path (see `one`): the driver's own method, with no layer of ours around it, so a
+        # caller translates its errors itself (`translate`). It raises the closed error once the handle is.
+        self.read_one: Callable[[str, Sequence[object]], Row | None]
         if isinstance(driver, ReusingDriver):
-            self._fetch, self._write = driver.fetch, driver.write
+            self._fetch, self.read_one, self._write = driver.fetch, driver.fetch_one, driver.write
         else:
             self._fetch = functools.partial(_fetch_by_execute, driver)
+            self.read_one = functools.partial(_fetch_one_by_execute, driver)
             self._write = functools.partial(_write_by_execute, driver)
 
     @property
@@ -215,6 +229,15 @@ class Database:
 
     def _closed(self) -> StorageError:
         return StorageError(f"{self.path}: the store is closed", errno_value=errno.EBADF)
+
+    def _read_closed(self, _sql: str, _params: Sequence[object] = ()) -> Row | None:
+        raise self._closed()
+
+    def _detach(self) -> Driver | None:
+        """Forget the driver (closed, or failed for good); returns it."""
+        driver, self._driver = self._driver, None
+        self.read_one = self._read_closed
+        return driver
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """All the rows of one statement."""
@@ -225,6 +248,18 @@ class Database:
         except Exception as error:
             self._raise_translated(error)
             raise
+
+    def one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        """The row of a statement that has at most one (a lookup by a unique key), or None."""
+        try:
+            return self.read_one(sql, params)
+        except Exception as error:
+            self.translate(error)
+            raise
+
+    def translate(self, error: Exception) -> None:
+        """Raise the library's error for an `error` of `read_one`; return if it is one of the library's."""
+        self._raise_translated(error)
 
     def write(self, sql: str, params: Sequence[object] = ()) -> int:
         """Run one INSERT, UPDATE or DELETE; how many rows it changed."""
@@ -293,7 +328,7 @@ class Database:
         self.commit()
 
     def close(self) -> None:
-        driver, self._driver = self._driver, None
+        driver = self._detach()
         if driver is not None:
             try:
                 driver.close()
@@ -318,7 +353,7 @@ class Database:
         if kind == "io":
             # No traceback in the log: the cause is chained to the error the caller gets.
             logger.error("store.io_failed", extra={"path": str(self.path), "error": name})
-            self._driver = None
+            self._detach()
             if driver is not None:
                 with contextlib.suppress(Exception):
                     driver.close()
@@ -334,6 +369,11 @@ class Database:
 
 def _fetch_by_execute(driver: Driver, sql: str, params: Sequence[object]) -> list[Row]:
     return list(driver.execute(sql, params))
+
+
+def _fetch_one_by_execute(driver: Driver, sql: str, params: Sequence[object]) -> Row | None:
+    rows = list(driver.execute(sql, params))
+    return rows[0] if rows else None
 
 
 def _write_by_execute(driver: Driver, sql: str, params: Sequence[object]) -> int:

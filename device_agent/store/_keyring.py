@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -69,6 +70,9 @@ class Keyring:
         self._seals: dict[int, int] = {}
         self._reserved: dict[int, int] = {}
         self._openers: dict[int, Opener] = {}
+        # The unwrapped keys by id, read only: the read path of a get looks its key up here before it
+        # calls `for_open` (a call costs more than the lookup).
+        self.openers: Mapping[int, Opener] = self._openers
         self._saved: KeyringState | None = None
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from typing import NamedTuple, TypeGuard
 from device_agent.errors import IntegrityError
 from device_agent.store import _crypto
 from device_agent.store._db import Database
+from device_agent.store._db import Row as DriverRow
 from device_agent.store._keyring import Keyring
 
 # A record is a keyed value when it has a key, a queue entry when it has none (its kind in the associated
@@ -109,42 +110,30 @@ def open_row(
     return _crypto.open_sealed(opener.aead, row.sealed, aad)
 
 
-def open_value(
-    keyring: Keyring, raw: tuple[object, ...], namespace: str, key: str
-) -> tuple[bytes, float | None]:
+def open_value(keyring: Keyring, raw: DriverRow, namespace: str, key: str) -> tuple[bytes, float | None]:
     """The plaintext and expiry of a keyed row read as `SELECT {VALUE_COLUMNS}` for `namespace` and `key`.
 
     The read path of `get`, without building a `Row`: the same checks as `parse` and `open_row`.
     """
     seq, key_id, created, expires, sealed = raw
-    if type(created) is int:
-        created = float(created)
-    if type(expires) is int:
-        expires = float(expires)
-    if not (
-        type(seq) is int
-        and type(key_id) is int
-        and type(sealed) is bytes
-        and type(created) is float
-        and math.isfinite(created)
-        and (expires is None or (type(expires) is float and math.isfinite(expires)))
-    ):
+    # The key id picks the key (and an error names it); the sealed value's type is checked before any of
+    # it is read. The rest is checked on the way: struct refuses a seq or key id that is not an int in
+    # 0…2^64-1 and a time that is not a number (it packs an int as the float it equals, as `parse` reads
+    # it), and `isfinite` refuses text and blobs.
+    if type(key_id) is not int or type(sealed) is not bytes:
         raise IntegrityError("record row is malformed")
-    opener = keyring.for_open(key_id, namespace)
+    opener = keyring.openers.get(key_id)
+    if opener is None or opener.namespace != namespace:
+        opener = keyring.for_open(key_id, namespace)
     try:
-        # struct refuses a seq or key id outside 0…2^64-1.
-        aad = _crypto.record_aad_from(
-            opener.aad_prefix,
-            _crypto.KIND_VALUE,
-            key.encode(),
-            seq,
-            key_id,
-            created,
-            expires,
+        if not math.isfinite(created) or (expires is not None and not math.isfinite(expires)):
+            raise IntegrityError("record row is malformed")
+        value = _crypto.open_value_record(
+            opener.aead, opener.aad_prefix, key.encode(), seq, key_id, created, expires, sealed
         )
     except _MALFORMED as error:
         raise IntegrityError("record row is malformed") from error
-    return _crypto.open_sealed(opener.aead, sealed, aad), expires
+    return value, expires
 
 
 def seal_row(

@@ -34,7 +34,8 @@ class Clock:
 
 class InterceptingDriver(Sqlite3Driver):
     """The real driver, showing every statement to `intercept` first, whichever way it runs (`execute`, or
-    the kept cursors of `fetch` and `write`): tests subclass it to watch statements or fail them."""
+    the kept cursors of `fetch`, `fetch_one` and `write`): tests subclass it to watch statements or fail
+    them."""
 
     def intercept(self, sql: str) -> list[Row] | None:
         """Raise to fail `sql`; return rows to answer a query in its place; None to run it."""
@@ -47,6 +48,12 @@ class InterceptingDriver(Sqlite3Driver):
     def fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         answer = self.intercept(sql)
         return answer if answer is not None else super().fetch(sql, params)
+
+    def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        answer = self.intercept(sql)
+        if answer is None:
+            return super().fetch_one(sql, params)
+        return answer[0] if answer else None
 
     def write(self, sql: str, params: Sequence[object] = ()) -> int:
         if self.intercept(sql) is not None:

@@ -1,15 +1,18 @@
 """The SQL seam runs a statement two ways: on the cursors the standard library's driver keeps (`fetch`,
-`write`), or through `execute` alone, as a driver with nothing more (APSW's, in the crash tests) offers.
-`Database` gives the same answers either way, and a kept cursor never holds on to a statement."""
+`fetch_one`, `write`), or through `execute` alone, as a driver with nothing more (APSW's, in the crash
+tests) offers. `Database` gives the same answers either way, and a kept cursor never holds on to a
+statement."""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from device_agent.errors import StorageError
 from device_agent.store._db import (
     Database,
     DatabaseFailureError,
@@ -88,9 +91,55 @@ def test_a_query_leaves_no_read_open(db: Database) -> None:
     assert busy == 0
 
 
+def test_a_lookup_gives_its_row_or_none_and_leaves_no_read_open(db: Database) -> None:
+    for key in "abc":
+        db.write("INSERT INTO t VALUES (?, ?)", (key, ord(key)))
+    lookup = "SELECT k, v FROM t WHERE k = ?"
+    assert db.one(lookup, ("b",)) == ("b", 98)
+    assert db.one(lookup, ("absent",)) is None
+    assert db.read_one(lookup, ("c",)) == ("c", 99)  # the fast path: the same answer
+    other = sqlite3.connect(db.path, isolation_level=None)
+    try:
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        other.close()
+    assert busy == 0
+
+
+def test_a_failed_lookup_is_translated_on_both_paths(db: Database) -> None:
+    with pytest.raises(DatabaseFailureError):
+        db.one("SELECT k FROM missing WHERE k = ?", ("a",))
+    with pytest.raises(sqlite3.Error) as raw:  # the fast path raises the driver's own error…
+        db.read_one("SELECT k FROM missing WHERE k = ?", ("a",))
+    with pytest.raises(DatabaseFailureError):  # …and its caller has it translated
+        db.translate(raw.value)
+    assert db.one("SELECT count(*) FROM t") == (0,)
+
+
+def test_the_read_fast_path_ends_with_an_io_error(tmp_path: Path) -> None:
+    class FailingRead(Sqlite3Driver):
+        def fetch_one(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+            error = sqlite3.OperationalError("injected")
+            error.sqlite_errorcode = sqlite3.SQLITE_IOERR_READ
+            raise error
+
+    database = connect(FailingRead, tmp_path / "seam.db")
+    with pytest.raises(StorageError) as failure:
+        database.one("SELECT 1")
+    assert failure.value.errno == errno.EIO
+    assert database.closed
+    with pytest.raises(StorageError) as closed:
+        database.read_one("SELECT 1", ())  # no longer the driver's: the handle is closed for good
+    assert closed.value.errno == errno.EBADF
+
+
 def test_a_closed_database_refuses_both_ways(db: Database) -> None:
     db.close()
     with pytest.raises(Exception, match="closed"):
         db.query("SELECT 1")
     with pytest.raises(Exception, match="closed"):
         db.write("DELETE FROM t")
+    for read in (db.one, db.read_one):
+        with pytest.raises(StorageError, match="closed") as failure:
+            read("SELECT 1", ())
+        assert failure.value.errno == errno.EBADF

@@ -53,6 +53,22 @@ def test_survives_reopen(open_store):
     assert again.read_batch("q") == [(seq, b"first")]
 
 
+def test_every_key_length_and_expiry_reads_back(open_store, clock):
+    """A get builds its associated data apart from a put's (one `struct` per key length): both must agree
+    for keys of any size in UTF-8 bytes, with and without an expiry, written alone or in a batch."""
+    store = open_store()
+    keys = ["k", "clé", "ключ-日本", "x" * 512, "é" * 256]
+    for number, key in enumerate(keys):
+        store.put("ns", key, b"alone %d" % number, ttl=None if number % 2 else 60)
+    store.put_many("batch", [(key, b"batched") for key in keys], ttl=30)
+    assert [store.get("ns", key) for key in keys] == [b"alone %d" % n for n in range(len(keys))]
+    assert {store.get("batch", key) for key in keys} == {b"batched"}
+    clock.advance(45)  # the batch has expired; the alone records with a ttl have not
+    with pytest.raises(NotFoundError):
+        store.get("batch", "clé")
+    assert store.get("ns", "x" * 512) == b"alone 3"
+
+
 @pytest.mark.parametrize("namespace", ["", "a/b", "+", "#", "x" * 65, "-lead", "spa ce", 7, None])
 def test_invalid_namespaces_are_refused(open_store, namespace):
     store = open_store()

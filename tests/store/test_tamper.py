@@ -362,6 +362,15 @@ def test_queue_entry_moved_onto_another_is_dropped_not_returned(edited):
         "UPDATE records SET seq = seq + 1000 WHERE key IS NOT NULL",
         "UPDATE records SET key_id = key_id + 1 WHERE key IS NOT NULL",
         "UPDATE records SET key_id = -1 WHERE key IS NOT NULL",
+        # Columns of the wrong type or range: each is refused before or while the associated data is built.
+        "UPDATE records SET key_id = 'x' WHERE key IS NOT NULL",
+        "UPDATE records SET key_id = key_id + 0.5 WHERE key IS NOT NULL",
+        "UPDATE records SET created = 'x' WHERE key IS NOT NULL",
+        "UPDATE records SET created = x'00' WHERE key IS NOT NULL",
+        "UPDATE records SET created = 1e999 WHERE key IS NOT NULL",  # infinity
+        "UPDATE records SET expires = 'x' WHERE key IS NOT NULL",
+        "UPDATE records SET expires = -1e999 WHERE key IS NOT NULL",
+        "UPDATE records SET seq = -seq WHERE key IS NOT NULL",
         "UPDATE records SET sealed = x'02' || substr(sealed, 2) WHERE key IS NOT NULL",  # format byte
         "UPDATE records SET sealed = substr(sealed, 1, 28) WHERE key IS NOT NULL",  # shorter than a tag
         "UPDATE records SET sealed = CAST(sealed AS TEXT) WHERE key IS NOT NULL",  # type flip
@@ -399,6 +408,17 @@ def test_a_record_from_another_store_fails(tmp_path, clock):
         target.execute("UPDATE records SET sealed = ?, key_id = ?", (sealed, key_id))
     with Store.open(tmp_path / "y", kek=secret_kek(), clock=clock) as second, pytest.raises(IntegrityError):
         second.get("ns", "k")
+
+
+@pytest.mark.parametrize(
+    "change", ["key_id = 'x'", "seq = -seq", "created = 'x'", "created = 1e999", "expires = x'00'"]
+)
+def test_a_malformed_row_is_an_integrity_error_that_says_so(edited, change):
+    store = edited(f"UPDATE records SET {change} WHERE namespace = 'one' AND key = 'a'")  # noqa: S608
+    with pytest.raises(IntegrityError, match="record row is malformed"):
+        store.get("one", "a")
+    assert store.stats().namespaces["one"].integrity_failures == 1
+    assert store.get("one", "b") == b"secret of b"
 
 
 def test_the_integrity_error_carries_no_bytes(edited):
