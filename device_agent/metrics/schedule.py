@@ -30,6 +30,8 @@ import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+from device_agent.waiting import sleep_unless
+
 DEFAULT_TOLERANCE = 0.25  # of the interval
 
 
@@ -115,7 +117,7 @@ class Schedule:
             changed.clear()
             tick = self.next_tick()
             while (wait := tick.due - self._clock()) > 0:
-                await _sleep_unless(changed, wait, sleep)
+                await sleep_unless(wait, changed, sleep=sleep)
                 if changed.is_set():
                     changed.clear()
                     self._last, self.skipped = yielded, self.skipped - tick.skipped
@@ -132,20 +134,6 @@ class Schedule:
         while self._due(index - 1) >= mono:
             index -= 1
         return index
-
-
-async def _sleep_unless(
-    event: asyncio.Event, seconds: float, sleep: Callable[[float], Awaitable[object]]
-) -> None:
-    """Sleep `seconds`, or less if `event` is set meanwhile."""
-    sleeper = asyncio.ensure_future(sleep(seconds))
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, waiter):
-            task.cancel()
-        await asyncio.gather(sleeper, waiter, return_exceptions=True)
 
 
 def _check_interval(interval: float) -> None:

@@ -52,6 +52,7 @@ from device_agent.messages import Category, Severity, utc_now
 from device_agent.refusals import Destination, Refusals
 from device_agent.retry import Backoff
 from device_agent.store_client import StoreClient
+from device_agent.waiting import sleep_unless
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +130,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
             self.wake.clear()
             if self.inbox:
                 continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._sleep_seconds()):
-                    stop = asyncio.ensure_future(ctx.stopping.wait())
-                    woken = asyncio.ensure_future(self.wake.wait())
-                    try:
-                        await asyncio.wait({stop, woken}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        stop.cancel()
-                        woken.cancel()
+            await sleep_unless(self._sleep_seconds(), ctx.stopping, self.wake)
         if self.store_dirty:
             with contextlib.suppress(DeviceAgentError, TimeoutError):
                 async with asyncio.timeout(FINAL_SAVE_SECONDS):

@@ -47,6 +47,7 @@ from typing import Final, Protocol
 
 from device_agent.errors import DeviceAgentError, InvalidInputError, UnavailableError
 from device_agent.retry import Backoff
+from device_agent.waiting import sleep_unless
 from telemetry_publisher.payload import decode_sample
 
 logger = logging.getLogger(__name__)
@@ -460,14 +461,7 @@ class Spool:
         return 0.0
 
     async def _wait_for_work_or(self, seconds: float) -> None:
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waiter = asyncio.ensure_future(self._work.wait())
-        try:
-            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waiter):
-                task.cancel()
-            await asyncio.gather(sleeper, waiter, return_exceptions=True)
+        await sleep_unless(seconds, self._work, sleep=self._sleep)
 
     def _publish_failed(self, error: BaseException) -> None:
         self._count(publish_failures=1)
