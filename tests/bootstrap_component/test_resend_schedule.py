@@ -13,6 +13,7 @@ from bootstrap_reporter.config import BootstrapConfig
 from bootstrap_reporter.verdict import parse_verdict
 
 from device_agent.config import parse_config
+from device_agent.refusals import Refusals
 
 SENDS = 200
 
@@ -33,6 +34,9 @@ def reporter_with(retry: dict[str, Any]) -> tuple[BootstrapReporter, FakeContext
     ctx = FakeContext(config)
     reporter = BootstrapReporter()
     reporter.ctx = ctx  # type: ignore[assignment]
+    # As start() makes them (nothing is refused here; the health they feed is not under test).
+    reporter.report_refusals = Refusals(ctx, "bootstrap.publish_unauthorized", what="the report")  # type: ignore[arg-type]
+    reporter.verdict_refusals = Refusals(ctx, "bootstrap.subscribe_unauthorized", what="verdicts")  # type: ignore[arg-type]
     reporter._new_report(ctx, {"thingName": {"status": "ok", "value": "x"}}, "sha256:" + "a" * 64, "initial")  # type: ignore[arg-type]
     return reporter, ctx
 

@@ -10,7 +10,7 @@ import secrets
 from typing import Any
 
 import pytest
-from bootstrap_reporter.component import BootstrapReporter
+from bootstrap_reporter.component import STORE_AWAY, BootstrapReporter
 from bootstrap_reporter.config import BootstrapConfig
 from bootstrap_reporter.state import Reported
 from bootstrap_reporter.verdict import Decision
@@ -18,6 +18,7 @@ from bootstrap_reporter.verdict import Decision
 from device_agent.errors import InvalidInputError
 from device_agent.facts.report import facts_hash
 from device_agent.ipc_types import IotCoreMessage
+from device_agent.refusals import Destination, Refusals
 
 THING = "thermostat-0042"
 
@@ -29,10 +30,13 @@ class FakeContext:
         self.config = BootstrapConfig()
         self.thing_name = THING
         self.health: list[tuple[str, str]] = []
+        self.health_state: str = "RUNNING"
+        self.health_detail: str | None = None
         self.events: list[str] = []
 
     def set_health(self, state: str, detail: str) -> None:
         self.health.append((state, detail))
+        self.health_state, self.health_detail = state, detail
 
     async def emit_event(self, name: str, **_: Any) -> None:
         self.events.append(name)
@@ -50,6 +54,11 @@ def new_reporter() -> tuple[BootstrapReporter, FakeContext]:
     ctx = FakeContext()
     reporter = BootstrapReporter()
     reporter.ctx = ctx  # type: ignore[assignment]
+    # As start() makes them.
+    reporter.report_refusals = Refusals(ctx, "bootstrap.publish_unauthorized", what="the report")
+    reporter.verdict_refusals = Refusals(
+        ctx, "bootstrap.subscribe_unauthorized", what="verdicts", doing="subscribe to"
+    )
     return reporter, ctx
 
 
@@ -146,3 +155,27 @@ def test_a_state_kept_before_the_standing_verdict_existed_still_loads_and_a_non_
     }
     with pytest.raises(InvalidInputError, match="not final"):
         Reported.from_bytes(json.dumps(document).encode())
+
+
+async def test_a_refused_verdict_topic_stays_degraded_through_every_path_that_restores_health():
+    """The reporter's health was set back to RUNNING by paths that restore the verdict's health (the kept
+    state loaded, the store back after an outage, a verdict) while the nucleus still refused its verdict
+    topic: seen as a flaky end-to-end test under load. A refusal comes first until it is lifted."""
+    reporter, ctx = new_reporter()
+    topic = f"cmd/device-agent/{THING}/elsewhere"
+    await reporter.verdict_refusals.refused(topic, Destination.IOT_CORE)
+    reporter._report_health()
+    assert ctx.health[-1] == ("DEGRADED", f"not authorized to subscribe to {topic}")
+
+    report(reporter, ctx, "boot-1", "initial")
+    reporter._restore_health()  # the kept state loaded, or the store back
+    assert ctx.health[-1][0] == "DEGRADED"
+    ctx.set_health(ctx.health_state, STORE_AWAY)
+    reporter._restore_health()
+    assert ctx.health[-1] == ("DEGRADED", f"not authorized to subscribe to {topic}")
+    await answer(reporter, ctx, "approved")  # a verdict that arrived another way (a retained one, say)
+    assert ctx.health[-1] == ("DEGRADED", f"not authorized to subscribe to {topic}")
+
+    reporter.verdict_refusals.succeeded(topic)  # a deployment fixed the grant
+    reporter._report_health()
+    assert ctx.health[-1] == ("RUNNING", "approved")

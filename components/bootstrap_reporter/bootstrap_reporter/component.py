@@ -343,12 +343,15 @@ class BootstrapReporter(Component[BootstrapConfig]):
         self._report_health()
 
     def _report_health(self) -> None:
-        """DEGRADED while the nucleus refuses a topic; otherwise the health the verdict gives."""
-        refused = [r for r in (self.report_refusals.detail(), self.verdict_refusals.detail()) if r]
-        if refused:
-            self.ctx.set_health("DEGRADED", "; ".join(refused))
-        elif self.ctx.health_detail is not None and self.ctx.health_detail.startswith("not authorized"):
+        """DEGRADED while the nucleus refuses a topic; once that is lifted, the health the verdict gives."""
+        detail = self.ctx.health_detail
+        if self._refused() is not None or (detail is not None and detail.startswith("not authorized")):
             self._restore_health()
+
+    def _refused(self) -> str | None:
+        """What the nucleus refuses now (a topic of the report or of the verdicts), if anything."""
+        refused = [r for r in (self.report_refusals.detail(), self.verdict_refusals.detail()) if r]
+        return "; ".join(refused) if refused else None
 
     def _on_message(self, message: IotCoreMessage) -> None:
         if len(self.inbox) == self.inbox.maxlen:
@@ -412,9 +415,10 @@ class BootstrapReporter(Component[BootstrapConfig]):
         }
         if verdict.decision is Decision.REJECTED:
             name = "bootstrap.demoted" if verdict.demoted else "bootstrap.rejected"
-            ctx.set_health(
-                "DEGRADED", "demoted by the verifier" if verdict.demoted else "rejected by the verifier"
-            )
+            if self._refused() is None:
+                ctx.set_health(
+                    "DEGRADED", "demoted by the verifier" if verdict.demoted else "rejected by the verifier"
+                )
             await ctx.emit_event(
                 name,
                 category=Category.SECURITY,
@@ -427,7 +431,7 @@ class BootstrapReporter(Component[BootstrapConfig]):
                 **details,
             )
         elif verdict.decision is Decision.APPROVED:
-            ctx.set_health("RUNNING", "approved")
+            self._restore_health()  # "approved", unless the nucleus still refuses a topic
             await ctx.emit_event(
                 "bootstrap.approved",
                 category=Category.SECURITY,
@@ -481,7 +485,8 @@ class BootstrapReporter(Component[BootstrapConfig]):
                 "bootstrap.store_unavailable",
                 extra={"error": type(error).__name__, "retry_s": round(delay, 1)},
             )
-            self.ctx.set_health(self.ctx.health_state, STORE_AWAY)
+            if self._refused() is None:  # a refusal says more than the store's absence: it stays shown
+                self.ctx.set_health(self.ctx.health_state, STORE_AWAY)
         else:
             self.store_delays = STORE_BACKOFF.delays()
             if self.ctx.health_detail == STORE_AWAY:
@@ -521,7 +526,13 @@ class BootstrapReporter(Component[BootstrapConfig]):
 
     def _restore_health(self) -> None:
         """The heartbeat's health as the verdict in force has it: the current report's if final, else the
-        standing one (with what the new report waits for)."""
+        standing one (with what the new report waits for). A topic the nucleus refuses comes first: every
+        path that restores the verdict's health (the store back, a verdict, the kept state loaded) must
+        leave a refusal DEGRADED until it is lifted."""
+        refused = self._refused()
+        if refused is not None:
+            self.ctx.set_health("DEGRADED", refused)
+            return
         current = self.current
         if current is None:
             self.ctx.set_health("RUNNING", "collecting facts")
