@@ -99,15 +99,11 @@ class Monitor:
 
     def observe(self, check: str, value: float, subject: str | None = None) -> list[StateChange]:
         """One reading; the state changes it causes (none for a check that is off)."""
-        rule = self._rules.get(check)
-        if rule is None:
+        found = self._evaluator(check, subject)
+        if found is None:
             return []
-        key = (check, subject)
+        key, evaluator, first = found
         now, wall = self._clock(), self._wall()
-        evaluator = self.evaluators.get(key)
-        first = evaluator is None
-        if evaluator is None:
-            evaluator = self.evaluators[key] = Evaluator(rule, clock=self._clock)
         changes = evaluator.observe(value, now)
         if first:  # leaving the initial UNKNOWN is not news
             changes = tuple(c for c in changes if c.old is not State.UNKNOWN)
@@ -116,18 +112,29 @@ class Monitor:
 
     def unknown(self, check: str, reason: str, subject: str | None = None) -> list[StateChange]:
         """The check cannot be read (`reason`): UNKNOWN, shown at once even if it never had a reading."""
+        found = self._evaluator(check, subject)
+        if found is None:
+            return []
+        key, evaluator, first = found
+        now, wall = self._clock(), self._wall()
+        self.verified[key] = wall
+        if first:  # it starts UNKNOWN: no change to record
+            return []
+        return self._records(key, evaluator.unknown(reason, now), now, wall)
+
+    def _evaluator(
+        self, check: str, subject: str | None
+    ) -> tuple[tuple[str, str | None], Evaluator, bool] | None:
+        """The key and evaluator of a check's subject, made at its first use (True then); None if off."""
         rule = self._rules.get(check)
         if rule is None:
-            return []
+            return None
         key = (check, subject)
-        now, wall = self._clock(), self._wall()
         evaluator = self.evaluators.get(key)
-        if evaluator is None:  # it starts UNKNOWN: no change to record
-            self.evaluators[key] = Evaluator(rule, clock=self._clock)
-            self.verified[key] = wall
-            return []
-        self.verified[key] = wall
-        return self._records(key, evaluator.unknown(reason, now), now, wall)
+        if evaluator is not None:
+            return key, evaluator, False
+        evaluator = self.evaluators[key] = Evaluator(rule, clock=self._clock)
+        return key, evaluator, True
 
     def forget(self, check: str, subject: str | None) -> None:
         """Stop judging a subject (a component that stopped on purpose)."""
