@@ -272,7 +272,7 @@ class Nucleus:
             )
         unknown = self.options.unsupported_operations - handlers.keys()
         if unknown:
-            raise ValueError(
+            raise DevkitError(
                 f"unsupported_operations names operations this nucleus does not serve: {sorted(unknown)}"
             )
         for operation in self.options.unsupported_operations:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from device_agent.devkit.errors import DevkitError
 from device_agent.devkit.lifecycle import ComponentState
 from tests.conftest import probe_events, probe_results
 from tests.devkit.probe import write_probe
@@ -236,7 +237,7 @@ async def test_an_operation_made_unsupported_answers_as_an_older_nucleus_would(t
 
 
 async def test_unsupported_operations_must_name_served_operations(tmp_path, start_device):
-    with pytest.raises(ValueError, match="SubscribeToIoTCoreConnectionStatu"):
+    with pytest.raises(DevkitError, match="SubscribeToIoTCoreConnectionStatu"):
         async with start_device(
             tmp_path, unsupported_operations=frozenset({"aws.greengrass#SubscribeToIoTCoreConnectionStatu"})
         ):
