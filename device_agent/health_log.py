@@ -46,6 +46,7 @@ import math
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -588,6 +589,36 @@ def _read_file(path: Path) -> bytes:
         os.close(fd)
 
 
+# A reader can catch a line in flight: Linux copies a write into the page cache a page at a time, so a line
+# crossing a page boundary is briefly half there. A tail that is complete a moment later was a write, not a
+# torn line; one that stays incomplete is reported.
+IN_FLIGHT_CHECKS: Final = 3
+IN_FLIGHT_PAUSE: Final = 0.01  # seconds
+
+
+def _incomplete_tail(data: bytes) -> bool:
+    return bool(data.rpartition(b"\n")[2].strip(b"\x00 \t\r"))
+
+
+def _read_settled(
+    path: Path, read: Callable[[Path], bytes] = _read_file, pause: Callable[[float], None] = time.sleep
+) -> bytes:
+    """A file's bytes, read again (briefly) while its last line is incomplete and the file still grows."""
+    data = read(path)
+    for _ in range(IN_FLIGHT_CHECKS):
+        if not _incomplete_tail(data) or len(data) >= MAX_READ_BYTES:
+            break
+        pause(IN_FLIGHT_PAUSE)
+        try:
+            again = read(path)
+        except (OSError, BadLineError):
+            break  # rotated away or replaced: what was read is what this file held
+        if len(again) <= len(data) or not again.startswith(data):
+            break  # not growing, or another file now: the tail is torn
+        data = again
+    return data
+
+
 class _Collector:
     def __init__(self, max_problems: int) -> None:
         self.max_problems = max_problems
@@ -616,7 +647,7 @@ def _parse_lines(
     """The records of one file's bytes; bad lines and a torn tail go to `problems`."""
     records: list[Record | _Deferred] = []
     lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline, as a complete file does
+    lines.pop()  # the tail: b"" when the file ends with a newline, as a complete file does
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -630,7 +661,7 @@ def _parse_lines(
                 records.append(from_json(obj))
         except BadLineError as error:
             problems.add(Problem(name, number, str(error)))
-    if tail.strip(b"\x00 \t\r"):
+    if _incomplete_tail(data):
         problems.add(Problem(name, len(lines) + 1, "incomplete last line (power lost while writing?)"))
     return records
 
@@ -670,7 +701,7 @@ def read_log(
     denied: OSError | None = None
     for path in paths:
         try:
-            data = _read_file(path)
+            data = _read_settled(path)
         except FileNotFoundError:
             continue  # rotated away between listing and opening: its records are in the next file
         except BadLineError as error:

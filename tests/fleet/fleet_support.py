@@ -62,7 +62,8 @@ def broker_log_size(layout: FleetLayout) -> int:
 def published(layout: FleetLayout, thing: str, topic: str) -> list[dict[str, Any]]:
     """The payloads the device's nucleus published on `topic` (its iot-core/published.jsonl)."""
     path = layout.device_root(thing) / "iot-core" / "published.jsonl"
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    whole = path.read_text(encoding="utf-8").rpartition("\n")[0]  # a line still being written is left out
+    records = [json.loads(line) for line in whole.splitlines() if line]
     return [
         record["payload"] for record in records if record["topic"] == topic and record["encoding"] == "json"
     ]

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from device_agent import health_log
 from device_agent.errors import InvalidInputError, NotFoundError, StorageError, UnsafeFileError
 from device_agent.fileio import CrashPoint, Fault, FaultyFileIO, SimulatedCrash
 from device_agent.health_log import (
@@ -519,6 +520,60 @@ def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
     assert evidences(contents.records) == [change(0).evidence]
     assert [(p.file, p.line) for p in contents.problems] == [("health.log", 2)]
     assert "incomplete last line" in contents.problems[0].reason
+
+
+def test_a_line_caught_in_flight_is_read_whole_once_its_write_completes(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    with HealthLogWriter(directory) as log:
+        log.append(change(0))
+        log.append(change(1))
+    path = directory / "health.log"
+    whole = path.read_bytes()
+    views = [whole[: len(whole) - 25], whole[: len(whole) - 5], whole]  # a write landing page by page
+    pauses: list[float] = []
+
+    def read(_: Path) -> bytes:
+        return views.pop(0)
+
+    data = health_log._read_settled(path, read=read, pause=pauses.append)
+    assert data == whole
+    assert len(pauses) == 2
+    assert all(0 < p <= 0.05 for p in pauses)
+
+
+def test_a_tail_that_stays_incomplete_is_torn_after_a_brief_look(tmp_path: Path) -> None:
+    path = tmp_path / "health.log"
+    cut = b'{"schema":"health-log/1"}\n{"schema":"hea'
+    pauses: list[float] = []
+    reads = []
+
+    def read(p: Path) -> bytes:
+        reads.append(p)
+        return cut
+
+    assert health_log._read_settled(path, read=read, pause=pauses.append) == cut
+    assert len(reads) == 2
+    assert len(pauses) == 1
+
+
+def test_a_file_replaced_while_its_tail_is_in_flight_keeps_what_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "health.log"
+    first = b'{"a":1}\n{"b":'
+    views = [first, b'{"new file, longer than the first":1}\n']
+    data = health_log._read_settled(path, read=lambda _: views.pop(0), pause=lambda _: None)
+    assert data == first
+
+
+def test_a_complete_file_is_read_once(tmp_path: Path) -> None:
+    reads: list[Path] = []
+    data = b'{"a":1}\n'
+
+    def read(p: Path) -> bytes:
+        reads.append(p)
+        return data
+
+    assert health_log._read_settled(tmp_path / "x", read=read, pause=lambda _: None) == data
+    assert len(reads) == 1
 
 
 def test_a_writer_reopening_a_torn_file_starts_on_a_new_line(tmp_path: Path) -> None:

@@ -64,9 +64,11 @@ def log_dir(device: VirtualDevice) -> Path:
 
 
 def log_lines(device: VirtualDevice) -> list[dict[str, Any]]:
+    """The log's whole lines, oldest first; a last line still being written (no newline yet) is left out."""
     lines = []
     for path in sorted(log_dir(device).glob("health.log*"), reverse=True):
-        lines += [json.loads(line) for line in path.read_text().splitlines() if line]
+        whole = path.read_text().rpartition("\n")[0]
+        lines += [json.loads(line) for line in whole.splitlines() if line]
     return lines
 
 
