@@ -22,7 +22,8 @@ numbers (which readers skip) or no `health.log` (which the next writer creates).
 
 Power loss can leave a torn last line. A reader skips it (and any other line that is not a valid record)
 and reports it as a `Problem`; a writer that reopens a file whose last byte is not a newline starts on a
-new line, so the torn bytes stay one bad line and never corrupt the next record.
+new line, so the torn bytes stay one bad line and never corrupt the next record. A last line caught while
+it is still being written is read again for a moment first, so a live writer is not mistaken for a torn one.
 
 Sharing. With a technician `group`, files are 0640 and the directory 0750, group-owned by that group. If
 the group does not exist, or the process may not give files to it (it is neither root nor a member),
