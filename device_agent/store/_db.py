@@ -8,7 +8,9 @@ Durability settings are asserted, not assumed: WAL journal and `synchronous=FULL
 set (a commit then returns only after the WAL is fsynced), and `integrity_check` runs at every open.
 `secure_delete` zeroes freed content so erased rows and keys do not linger in free pages.
 
-Schema (format 2; `application_id` and `user_version` mark the file as ours):
+Schema (format 3; `application_id` and `user_version` mark the file as ours). Format 3 has the tables of
+format 2; its sealed records carry their own header (`_crypto`), of which `seq`, `key_id`, `created` and
+`expires` are the index:
 
     meta(name PRIMARY KEY, value)                    format, store_id, kek_check, seq_reserved
     data_keys(key_id AUTOINCREMENT, namespace, wrapped, created, seals, active)
@@ -38,7 +40,7 @@ from device_agent.errors import IntegrityError, StorageError
 logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x44414753  # "DAGS"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SYNCHRONOUS_FULL = 2
 BUSY_TIMEOUT = 5.0
 # The meta row bounding every sequence number ever issued (an integer).

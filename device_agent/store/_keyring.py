@@ -78,6 +78,10 @@ class Keyring:
     def __repr__(self) -> str:
         return f"Keyring(keys={sorted(self._keys)})"
 
+    @property
+    def store_id(self) -> bytes:
+        return self._store_id
+
     def load(self) -> int:
         """Read the key rows; returns how many were malformed (their records will fail to open)."""
         malformed = 0

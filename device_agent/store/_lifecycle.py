@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_NAME = "store.db"
 KEY_FILE_NAME = "store.key"
 _SALVAGE_BATCH = 256
+_SALVAGED_INSERT = f"INSERT OR IGNORE INTO records({_records.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 # Sequence numbers reserved per write of `meta.seq_reserved`: one small UPDATE per 4096 records. A store
 # that opens goes on past the bound, so a number is never issued twice, whatever crashed; a restart skips
 # at most this many numbers (they are 64-bit).
@@ -96,7 +97,7 @@ class StoreBase:
         self._seq_reserved = 0
         self._integrity_total = 0
         self._recoveries = 0
-        self._reencrypt_cursor = 0
+        self._reencrypt_cursor = _records.REENCRYPT_START
         # Namespaces whose last put replaced a key (a hint for `Store._put_all`, never a fact it relies on).
         self._replacing: set[str] = set()
         self._saved: tuple[dict[str, tuple[int, int]], int, int] = ({}, 1, 0)
@@ -275,7 +276,7 @@ class StoreBase:
             ):
                 name = printable_namespace(ns)
                 previous = usage.get(name, (0, 0))
-                value_bytes = int(size) - int(count) * _crypto.OVERHEAD
+                value_bytes = int(size) - int(count) * _crypto.RECORD_OVERHEAD
                 usage[name] = (previous[0] + int(count), previous[1] + value_bytes)
             reserved = db.scalar("SELECT value FROM meta WHERE name = ?", (_db.SEQ_RESERVED,))
             highest = db.scalar("SELECT max(seq) FROM records")
@@ -290,7 +291,7 @@ class StoreBase:
         # go on past it. A row past the bound cannot come from this engine, but is not reissued either.
         self._seq_reserved = max(v for v in (reserved, highest, 0) if isinstance(v, int))
         self._next_seq = self._seq_reserved + 1
-        self._reencrypt_cursor = 0
+        self._reencrypt_cursor = _records.REENCRYPT_START
 
     def _recover(self, kek: KeyEncryptionKey, reason: str) -> None:
         moved = _files.move_aside(self._path, time.time())
@@ -335,25 +336,18 @@ class StoreBase:
                     self._keyring,
                     seq=item.seq,
                     namespace=item.namespace,
-                    kind=item.kind,
                     key=item.key,
                     created=item.created,
                     expires=item.expires,
                     value=item.value,
                 )
-                self._db.query(
-                    _records.INSERT,
-                    (
-                        item.seq,
-                        item.namespace,
-                        item.key,
-                        key_id,
-                        item.created,
-                        item.expires,
-                        sealed,
-                    ),
-                )
-                self._account(item.namespace, 1, len(item.value))
+                # A damaged b-tree can hand salvage one record twice: the second is skipped, not an error
+                # that would fail the open.
+                if self._db.write(
+                    _SALVAGED_INSERT,
+                    (item.seq, item.namespace, item.key, key_id, item.created, item.expires, sealed),
+                ):
+                    self._account(item.namespace, 1, len(item.value))
 
     def _side_names(self) -> tuple[str, ...]:
         if isinstance(self._kek_source, KeyFile):

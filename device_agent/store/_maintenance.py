@@ -88,7 +88,6 @@ class Maintenance(StoreBase):
                         self._keyring,
                         seq=row.seq,
                         namespace=row.namespace,
-                        kind=row.kind,
                         key=row.key,
                         created=row.created,
                         expires=row.expires,
@@ -102,7 +101,7 @@ class Maintenance(StoreBase):
                 complete = len(rows) < batch_size
                 if complete:
                     retired = self._keyring.retire_unused()
-            self._reencrypt_cursor = 0 if complete else int(rows[-1][0])
+            self._reencrypt_cursor = _records.REENCRYPT_START if complete else int(rows[-1][0])
         return Reencryption(moved, complete, tuple(retired))
 
     def reencrypt_all(self, batch_size: int = 256) -> int:
@@ -160,7 +159,7 @@ class Maintenance(StoreBase):
             rows = self._db.query("SELECT namespace, length(sealed) FROM records WHERE seq = ?", (seq,))
             self._db.query("DELETE FROM records WHERE seq = ?", (seq,))
             if rows and isinstance(rows[0][1], int):
-                size = max(0, rows[0][1] - _crypto.OVERHEAD)
+                size = max(0, rows[0][1] - _crypto.RECORD_OVERHEAD)
                 self._account(printable_namespace(rows[0][0]), -1, -size)
                 self._count(printable_namespace(rows[0][0]), "dropped_records", 1)
                 self._count(printable_namespace(rows[0][0]), "dropped_bytes", size)

@@ -1,9 +1,11 @@
 """Rows of the `records` table: parsed defensively (the file is untrusted input) and opened or sealed.
 
 A row read back is checked for types and ranges before anything uses it; a bit flip that changes a column's
-type or range is an `IntegrityError`, like a failed tag. Opening a row rebuilds its associated data from
-what the caller asked for (namespace, kind, key) when it asked for something, not only from the row: a
-damaged index that hands back the wrong row then fails authentication instead of answering with it.
+type or range is an `IntegrityError`, like a failed tag. A sealed record carries its own header (see
+`_crypto`); a whole row is opened only when its columns agree with that header, so an edited column is an
+`IntegrityError` too. Opening a record builds its associated data from what the caller asked for
+(namespace, kind, key) when it asked for something, not only from the row: a damaged index that hands back
+the wrong row then fails authentication instead of answering with it.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ from typing import NamedTuple, TypeGuard
 from device_agent.errors import IntegrityError
 from device_agent.store import _crypto
 from device_agent.store._db import Database
-from device_agent.store._db import Row as DriverRow
 from device_agent.store._keyring import Keyring
 
 # A record is a keyed value when it has a key, a queue entry when it has none (its kind in the associated
 # data follows from that).
 COLUMNS = "seq, namespace, key, key_id, created, expires, sealed"
 INSERT = f"INSERT INTO records({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant
-# The columns a keyed read needs: its namespace and key are the ones asked for.
-VALUE_COLUMNS = "seq, key_id, created, expires, sealed"
 _MAX_U64 = (1 << 64) - 1
+# The smallest `seq` SQLite can hold: a pass over the records by `seq > ?` starts here, so a row whose number
+# was damaged into a negative one is read (and found damaged) too.
+REENCRYPT_START = -(1 << 63)
 # Rows per INSERT statement (2 parameters each, and 5 shared: far under SQLite's oldest limit of 999).
 # Batches go in power-of-two pieces so that only a few statement texts are ever prepared.
 MAX_ROWS_PER_STATEMENT = 64
@@ -51,7 +53,7 @@ class Row:
 
     @property
     def value_bytes(self) -> int:
-        return max(0, len(self.sealed) - _crypto.OVERHEAD)
+        return max(0, len(self.sealed) - _crypto.RECORD_OVERHEAD)
 
     def expired(self, now: float) -> bool:
         return self.expires is not None and self.expires <= now
@@ -96,44 +98,47 @@ def open_row(
     key: str | None = None,
 ) -> bytes:
     """The plaintext of `row`, authenticated against the identity the caller expects, or `IntegrityError`."""
+    header = _crypto.read_header(row.sealed)
+    if header != (row.kind, row.seq, row.key_id, row.created, row.expires):
+        raise IntegrityError("record row does not match its sealed header")
     expected_namespace = row.namespace if namespace is None else namespace
-    expected_kind = row.kind if kind is None else kind
+    if kind is not None and kind != header.kind:
+        raise IntegrityError("record is of another kind")
     expected_key = row.key if key is None else key
     opener = keyring.for_open(row.key_id, expected_namespace)
     try:
         key_bytes = (expected_key or "").encode("utf-8")
-        aad = _crypto.record_aad_from(
-            opener.aad_prefix, expected_kind, key_bytes, row.seq, row.key_id, row.created, row.expires
-        )
     except _MALFORMED as error:
         raise IntegrityError("record row is malformed") from error
-    return _crypto.open_sealed(opener.aead, row.sealed, aad)
+    return _crypto.open_record(opener.aead, opener.aad_prefix, key_bytes, row.sealed)
 
 
-def open_value(keyring: Keyring, raw: DriverRow, namespace: str, key: str) -> tuple[bytes, float | None]:
-    """The plaintext and expiry of a keyed row read as `SELECT {VALUE_COLUMNS}` for `namespace` and `key`.
+def open_value(keyring: Keyring, sealed: object, namespace: str, key: str) -> tuple[bytes, float | None]:
+    """The plaintext and expiry of the keyed record `sealed` (its row's `sealed` column alone) of
+    `namespace` and `key`, or `IntegrityError`: the read path of every get.
 
-    The read path of `get`, without building a `Row`: the same checks as `parse` and `open_row`.
+    The header's key id picks the key, and the rest of the header is authenticated with the value: the
+    expiry returned is the one written.
     """
-    seq, key_id, created, expires, sealed = raw
-    # The key id picks the key (and an error names it); the sealed value's type is checked before any of
-    # it is read. The rest is checked on the way: struct refuses a seq or key id that is not an int in
-    # 0…2^64-1 and a time that is not a number (it packs an int as the float it equals, as `parse` reads
-    # it), and `isfinite` refuses text and blobs.
-    if type(key_id) is not int or type(sealed) is not bytes:
-        raise IntegrityError("record row is malformed")
+    if type(sealed) is not bytes or len(sealed) < _crypto.RECORD_OVERHEAD:
+        raise IntegrityError("sealed value is malformed")
+    key_id = _crypto.key_id_of(sealed)
     opener = keyring.openers.get(key_id)
     if opener is None or opener.namespace != namespace:
         opener = keyring.for_open(key_id, namespace)
+    return _crypto.open_value(opener.aead, opener.aad_prefix, key.encode(), sealed)
+
+
+def open_legacy_row(keyring: Keyring, row: Row) -> bytes:
+    """The plaintext of a record-format-1 row (store format 2: salvage only), or `IntegrityError`."""
+    opener = keyring.for_open(row.key_id, row.namespace)
     try:
-        if not math.isfinite(created) or (expires is not None and not math.isfinite(expires)):
-            raise IntegrityError("record row is malformed")
-        value = _crypto.open_value_record(
-            opener.aead, opener.aad_prefix, key.encode(), seq, key_id, created, expires, sealed
+        aad = _crypto.legacy_record_aad(
+            keyring.store_id, row.namespace, row.kind, row.key, row.seq, row.key_id, row.created, row.expires
         )
     except _MALFORMED as error:
         raise IntegrityError("record row is malformed") from error
-    return value, expires
+    return _crypto.open_legacy(opener.aead, row.sealed, aad)
 
 
 def seal_row(
@@ -141,17 +146,20 @@ def seal_row(
     *,
     seq: int,
     namespace: str,
-    kind: int,
     key: str | None,
     created: float,
     expires: float | None,
     value: bytes,
-) -> tuple[int, bytes]:
+) -> tuple[int, bytearray]:
     """Seal `value` for a row under the namespace's active key; returns (key id, sealed)."""
     key_id, opener = keyring.for_seal(namespace, created)
-    key_bytes = (key or "").encode("utf-8")
-    aad = _crypto.record_aad_from(opener.aad_prefix, kind, key_bytes, seq, key_id, created, expires)
-    return key_id, _crypto.seal(opener.aead, value, aad)
+    try:
+        sealed = _crypto.seal_record(
+            opener.aead, opener.aad_prefix, key_id, seq, key, value, created, expires
+        )
+    except _MALFORMED as error:
+        raise IntegrityError("record row is malformed") from error
+    return key_id, sealed
 
 
 class SealedRun(NamedTuple):

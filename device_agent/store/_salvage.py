@@ -3,6 +3,8 @@
 Rows are read in `seq` order until the first unreadable page, then backwards from the end until the same,
 so one damaged region costs only the rows in it. Every value is opened with the old store's identity and
 keys: a salvaged record is exactly what was written, or it is not salvaged. Expired records are left behind.
+A store of the previous format (2) is salvaged the same way, its records opened as record format 1: that is
+how such a store is migrated.
 
 The copy is opened read-only (with the standard driver), so it stays as it was found: a read-write
 connection would fold its WAL into it and delete the WAL at close, and with it the frames behind a damaged
@@ -34,6 +36,9 @@ from device_agent.store._keyring import Keyring
 from device_agent.store._keys import KeyEncryptionKey
 
 logger = logging.getLogger(__name__)
+
+# The store format before this one: its records (record format 1) are salvaged too, which migrates them.
+LEGACY_STORE_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +75,14 @@ def salvage(
         if ring is None:
             report.scan_failed = True
             return
+        legacy = _is_store_format_2(db)
         last = -1
         try:
             for raw in db.rows(f"SELECT {_records.COLUMNS} FROM records ORDER BY seq"):  # noqa: S608
-                item = _one(ring, raw, now, report)
-                last = int(raw[0]) if isinstance(raw[0], int) else last
+                item = _one(ring, raw, now, report, legacy=legacy)
+                # A damaged page can hold a smaller number than the rows before it: the backward scan
+                # starts past the largest, so no record is read twice.
+                last = max(last, raw[0]) if isinstance(raw[0], int) else last
                 if item is not None:
                     yield item
         except DeviceAgentError:
@@ -86,7 +94,7 @@ def salvage(
                 f"SELECT {_records.COLUMNS} FROM records WHERE seq > ? ORDER BY seq DESC",  # noqa: S608
                 (last,),
             ):
-                item = _one(ring, raw, now, report)
+                item = _one(ring, raw, now, report, legacy=legacy)
                 if item is not None:
                     yield item
     finally:
@@ -141,10 +149,20 @@ def _open_keyring(db: Database, kek: KeyEncryptionKey) -> Keyring | None:
     return ring
 
 
-def _one(ring: Keyring, raw: tuple[object, ...], now: float, report: SalvageReport) -> Salvaged | None:
+def _is_store_format_2(db: Database) -> bool:
+    """Whether the copy is of store format 2, whose records are of record format 1."""
+    try:
+        return bool(db.scalar("PRAGMA user_version") == LEGACY_STORE_FORMAT)
+    except DeviceAgentError:
+        return False
+
+
+def _one(
+    ring: Keyring, raw: tuple[object, ...], now: float, report: SalvageReport, *, legacy: bool
+) -> Salvaged | None:
     try:
         row = _records.parse(raw)
-        value = _records.open_row(ring, row)
+        value = _records.open_legacy_row(ring, row) if legacy else _records.open_row(ring, row)
     except DeviceAgentError:
         report.unreadable += 1
         return None

@@ -30,7 +30,7 @@ import errno
 import logging
 from collections.abc import Iterable, Sequence
 
-from device_agent.errors import IntegrityError, NotFoundError, StorageError
+from device_agent.errors import DeviceAgentError, IntegrityError, NotFoundError, StorageError
 from device_agent.store import _crypto, _db, _records
 from device_agent.store._keyring import Opener
 from device_agent.store._maintenance import SELECT, Maintenance
@@ -52,7 +52,9 @@ logger = logging.getLogger(__name__)
 
 _DROP_CHUNK = 64
 _UNUSED = (0, 0)
-_GET = f"SELECT {_records.VALUE_COLUMNS} FROM records WHERE namespace = ? AND key = ?"  # noqa: S608
+# A get reads the sealed record alone: its header holds what the other columns index (see `_crypto`).
+_GET = "SELECT sealed FROM records WHERE namespace = ? AND key = ?"
+_SEQ_OF_KEY = "SELECT seq FROM records WHERE namespace = ? AND key = ?"
 _FIND_KEYS = "SELECT seq, key, length(sealed) FROM records WHERE namespace = ? AND seq < ? AND key IN ({})"
 _KEYS = (
     "SELECT key FROM records WHERE namespace = ? AND key IS NOT NULL"
@@ -172,13 +174,20 @@ class Store(Maintenance):
             if row is None:
                 raise NotFoundError(f"namespace {ns} has no key {name!r}")
             try:
-                value, expires = _records.open_value(self._keyring, row, ns, name)
+                value, expires = _records.open_value(self._keyring, row[0], ns, name)
             except IntegrityError:
-                self._integrity_failed(ns, row[0], "get")
+                self._integrity_failed(ns, self._seq_of_key(ns, name), "get")
                 raise
             if expires is not None and expires <= self._clock():
                 raise NotFoundError(f"namespace {ns} has no key {name!r}")
             return value
+
+    def _seq_of_key(self, ns: str, name: str) -> object:
+        """The row's sequence number, for the report of a get that failed (which read only `sealed`)."""
+        try:
+            return self._db.scalar(_SEQ_OF_KEY, (ns, name))
+        except DeviceAgentError:
+            return None
 
     def delete(self, namespace: str, key: str) -> bool:
         """Remove `key`; True if it was there."""
@@ -282,7 +291,7 @@ class Store(Maintenance):
             )[0]
             if count:
                 self._db.query(f"DELETE FROM records WHERE {_QUEUED_UP_TO}", params)  # noqa: S608
-                self._account(ns, -count, -(size - count * _crypto.OVERHEAD))
+                self._account(ns, -count, -(size - count * _crypto.RECORD_OVERHEAD))
         return int(count)
 
     # ---- expiry --------------------------------------------------------------------------------------
@@ -399,7 +408,9 @@ class Store(Maintenance):
             start += count
         if found:
             self._delete_seqs([seq for seq, _, _ in found])
-            self._account(ns, -len(found), -sum(int(length) - _crypto.OVERHEAD for _, _, length in found))
+            self._account(
+                ns, -len(found), -sum(int(length) - _crypto.RECORD_OVERHEAD for _, _, length in found)
+            )
         return [(seq, key) for seq, key, _ in found]
 
     def _delete_seqs(self, seqs: list[int]) -> None:
@@ -437,7 +448,7 @@ class Store(Maintenance):
             count, total = self._usage.get(ns, (0, 0))
             doomed = []
             for seq, length in rows:
-                value_bytes = int(length) - _crypto.OVERHEAD
+                value_bytes = int(length) - _crypto.RECORD_OVERHEAD
                 count, total = count - 1, total - value_bytes
                 dropped, dropped_bytes = dropped + 1, dropped_bytes + value_bytes
                 doomed.append(seq)
@@ -472,7 +483,7 @@ class Store(Maintenance):
         self._db.query(f"DELETE FROM records INDEXED BY records_expires WHERE {where}", params)  # noqa: S608
         purged = 0
         for name, count, size in groups:
-            self._account(printable_namespace(name), -count, -(size - count * _crypto.OVERHEAD))
+            self._account(printable_namespace(name), -count, -(size - count * _crypto.RECORD_OVERHEAD))
             self._count(printable_namespace(name), "expired", count)
             purged += count
         return int(purged)

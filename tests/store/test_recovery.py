@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from device_agent.errors import StorageError, UnsafeFileError
-from device_agent.store import StoreEvent
+from device_agent.store import StoreEvent, _crypto
 from device_agent.store._db import Row, Sqlite3Driver
-from tests.store.conftest import Clock, InterceptingDriver
+from tests.store.conftest import Clock, InterceptingDriver, raw_db, secret_kek
 
 PAGE = 4096
 
@@ -56,6 +57,69 @@ def test_damaged_page_is_salvaged_around(open_store, store_dir, clock: Clock):
     again: list[StoreEvent] = []
     open_store(on_event=again.append)
     assert again == []  # recovered once; the new store is healthy
+
+
+FORMAT_2_STORE = Path(__file__).parent / "fixtures" / "store-format-2.db"
+
+
+def test_a_store_of_format_2_is_migrated_with_every_live_record(open_store, store_dir, clock: Clock):
+    """`fixtures/store-format-2.db` was written by the previous release of the engine (store format 2,
+    records sealed with their columns as associated data) under `secret_kek()`, at 1.8e9 s: keyed values in
+    two namespaces (one under a non-ASCII key), one with a 60 s lifetime, one with a long one, and a queue
+    of three entries. Opening it recovers it into format 3: every record that is still live, re-sealed."""
+    store_dir.mkdir(mode=0o700)
+    shutil.copyfile(FORMAT_2_STORE, store_dir / "store.db")
+    (store_dir / "store.db").chmod(0o600)
+    clock.advance(120)  # past the short record's lifetime
+    events: list[StoreEvent] = []
+    store = open_store(kek=secret_kek(), on_event=events.append)
+    [event] = events
+    assert (event.name, event.details["reason"]) == ("store.corrupt_replaced", "unsupported store format 2")
+    assert (event.details["salvaged"], event.details["unreadable"], event.details["scan_failed"]) == (7, 0, 0)
+    assert {key: store.get("settings", key) for key in store.keys("settings")} == {
+        "plain": b"a value kept for good",
+        "lasting": b"a value with a long life",
+    }
+    assert store.get("other", "k") == "non-ascii k\u00e9y value".encode()
+    assert store.get("other", "cl\u00e9") == b"under a non-ASCII key"
+    assert [value for _, value in store.read_batch("spool")] == [
+        b"first sample",
+        b"second sample",
+        b"third sample",
+    ]
+    with raw_db(store_dir / "store.db") as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (3,)
+        headers = [
+            _crypto.read_header(sealed) for (sealed,) in connection.execute("SELECT sealed FROM records")
+        ]
+    assert len(headers) == 7  # each re-sealed in record format 2: its header reads
+
+
+def test_a_damaged_cell_pointer_that_hands_salvage_a_record_twice_keeps_it_once(open_store, store_dir):
+    """A leaf page whose first cell pointer was damaged into a copy of another: salvage meets that record
+    twice, and recovery must keep it once (it failed the open with a UNIQUE error before)."""
+    store = open_store()
+    values = {f"k{i}": f"value {i}".encode() for i in range(6)}
+    store.put_many("ns", values.items())
+    store.close()
+    path = store_dir / "store.db"
+    with sqlite3.connect(path) as connection:
+        [(root,)] = connection.execute("SELECT rootpage FROM sqlite_schema WHERE name = 'records'")
+    connection.close()
+    content = bytearray(path.read_bytes())
+    page = (root - 1) * PAGE
+    assert content[page] == 0x0D  # a table leaf: its cell pointers start at byte 8
+    pointers = page + 8
+    content[pointers : pointers + 2] = content[pointers + 6 : pointers + 8]  # the 1st cell is now the 4th
+    path.write_bytes(content)
+
+    events: list[StoreEvent] = []
+    store = open_store(on_event=events.append)
+    [event] = [e for e in events if e.name == "store.corrupt_replaced"]
+    assert event.details["reason"] == "integrity_check failed"
+    assert sorted(store.keys("ns")) == ["k1", "k2", "k3", "k4", "k5"]  # k0's cell is gone, k3 kept once
+    assert {key: store.get("ns", key) for key in store.keys("ns")} == {k: values[k] for k in store.keys("ns")}
+    assert store.stats().namespaces["ns"].records == 5
 
 
 @pytest.mark.parametrize(

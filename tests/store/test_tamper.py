@@ -352,27 +352,40 @@ def test_queue_entry_moved_onto_another_is_dropped_not_returned(edited):
     assert store.stats().namespaces["queue"].dropped_records == 1
 
 
+def splice(offset: int, hex_byte: str) -> str:
+    """SQL for the sealed record with its byte at `offset` replaced (a blob: `||` alone makes text)."""
+    return f"CAST(substr(sealed, 1, {offset}) || x'{hex_byte}' || substr(sealed, {offset + 2}) AS BLOB)"
+
+
+ORIGINALS = {("one", "a"): b"secret of a", ("one", "b"): b"secret of b", ("two", "a"): b"secret of two/a"}
+
+
+def read_everything(store: Store) -> dict[tuple[str, str], bytes]:
+    """Every keyed record a get still gives (asked under the names an edit might have made), checked to be
+    its original, and every queue entry checked to be one that was written."""
+    found = {}
+    for namespace, key in (*ORIGINALS, ("one", "moved"), ("two", "c"), ("queue", "k")):
+        try:
+            value = store.get(namespace, key)
+        except (IntegrityError, NotFoundError):
+            continue
+        assert value == ORIGINALS[namespace, key]
+        found[namespace, key] = value
+    for namespace in ("one", "two", "queue"):  # nor as a queue entry
+        assert all(value in (b"first", b"second") for _, value in store.read_batch(namespace))
+    return found
+
+
 @pytest.mark.parametrize(
     "sql",
     [
+        # What a get reads: the row it finds by namespace and key, and its sealed record.
         "UPDATE records SET key = 'moved' WHERE namespace = 'one' AND key = 'a'",
         "UPDATE records SET namespace = 'two', key = 'c' WHERE namespace = 'one' AND key = 'a'",
-        "UPDATE records SET created = created + 1 WHERE key IS NOT NULL",
-        "UPDATE records SET expires = 9e18 WHERE key IS NOT NULL",
-        "UPDATE records SET seq = seq + 1000 WHERE key IS NOT NULL",
-        "UPDATE records SET key_id = key_id + 1 WHERE key IS NOT NULL",
-        "UPDATE records SET key_id = -1 WHERE key IS NOT NULL",
-        # Columns of the wrong type or range: each is refused before or while the associated data is built.
-        "UPDATE records SET key_id = 'x' WHERE key IS NOT NULL",
-        "UPDATE records SET key_id = key_id + 0.5 WHERE key IS NOT NULL",
-        "UPDATE records SET created = 'x' WHERE key IS NOT NULL",
-        "UPDATE records SET created = x'00' WHERE key IS NOT NULL",
-        "UPDATE records SET created = 1e999 WHERE key IS NOT NULL",  # infinity
-        "UPDATE records SET expires = 'x' WHERE key IS NOT NULL",
-        "UPDATE records SET expires = -1e999 WHERE key IS NOT NULL",
-        "UPDATE records SET seq = -seq WHERE key IS NOT NULL",
-        "UPDATE records SET sealed = x'02' || substr(sealed, 2) WHERE key IS NOT NULL",  # format byte
-        "UPDATE records SET sealed = substr(sealed, 1, 28) WHERE key IS NOT NULL",  # shorter than a tag
+        # (`||` makes text: CAST makes the edited record a blob again.)
+        f"UPDATE records SET sealed = {splice(0, '01')} WHERE key IS NOT NULL",  # noqa: S608 - the format
+        f"UPDATE records SET sealed = {splice(9, '07')} WHERE key IS NOT NULL",  # noqa: S608 - header seq
+        "UPDATE records SET sealed = substr(sealed, 1, 62) WHERE key IS NOT NULL",  # shorter than overhead
         "UPDATE records SET sealed = CAST(sealed AS TEXT) WHERE key IS NOT NULL",  # type flip
         "UPDATE records SET sealed = 42 WHERE key IS NOT NULL",
         # A record's kind is whether it has a key: keyed records turned into queue entries, and back.
@@ -382,19 +395,68 @@ def test_queue_entry_moved_onto_another_is_dropped_not_returned(edited):
         "UPDATE data_keys SET namespace = 'two' WHERE namespace = 'one'",
     ],
 )
-def test_edited_columns_never_yield_plaintext(edited, sql):
+def test_edited_records_never_yield_plaintext(edited, sql):
     store = edited(sql)
-    every_row = "WHERE key IS NOT NULL" in sql or sql.startswith("UPDATE data_keys")
-    originals = {("one", "a"): b"secret of a", ("one", "b"): b"secret of b", ("two", "a"): b"secret of two/a"}
-    for namespace, key in (*originals, ("one", "moved"), ("two", "c"), ("queue", "k")):
-        try:
-            value = store.get(namespace, key)
-        except (IntegrityError, NotFoundError):
-            continue
-        assert value == originals[namespace, key]
-        assert not (every_row and namespace == "one")
-    for namespace in ("one", "two", "queue"):  # nor as a queue entry
-        assert all(value in (b"first", b"second") for _, value in store.read_batch(namespace))
+    found = read_everything(store)
+    if "WHERE key IS NOT NULL" in sql or sql.startswith("UPDATE data_keys"):  # every keyed row of "one"
+        assert not [key for key in found if key[0] == "one"]
+
+
+# The columns a sealed record's header also holds: an index for purges, listings, queue order and
+# re-encryption. A get reads the header (authenticated with the value), so it gives exactly what was written
+# or nothing; every whole-row read checks the columns against the header and treats a row that disagrees as
+# damaged, as it would a failed tag: reported and dropped. What each edit of one record's index leads to:
+#   "found"    a get still gives the record, until re-encryption reads the row whole and drops it;
+#   "purged"   the index says it expired, and the purge at open removes it (a purge trusts the index);
+#   "orphaned" the index names another namespace's active key: re-encryption passes the row by, retires the
+#              key that sealed it, and a get then fails with an IntegrityError.
+INDEX_EDITS = [
+    ("created = created + 1", "found"),
+    ("expires = 9e18", "found"),
+    ("seq = seq + 1000", "found"),
+    ("seq = -seq", "found"),
+    ("key_id = -1", "found"),
+    ("key_id = key_id + 1", "orphaned"),
+    # Columns of the wrong type or range.
+    ("key_id = 'x'", "found"),
+    ("key_id = key_id + 0.5", "found"),
+    ("created = 'x'", "found"),
+    ("created = x'00'", "found"),
+    ("created = 1e999", "found"),  # infinity
+    ("expires = 'x'", "found"),
+    ("expires = -1e999", "purged"),
+]
+
+
+@pytest.mark.parametrize(("change", "outcome"), INDEX_EDITS)
+def test_an_edited_index_column_never_changes_what_a_get_gives(edited, change, outcome):
+    store = edited(f"UPDATE records SET {change} WHERE namespace = 'one' AND key = 'a'")  # noqa: S608
+    others = {name: value for name, value in ORIGINALS.items() if name != ("one", "a")}
+    assert read_everything(store) == (others if outcome == "purged" else ORIGINALS)
+    events: list[StoreEvent] = []
+    store._on_event = events.append
+    store.rotate("one")
+    store.reencrypt_all()  # reads every row of "one" still under its old key, whole
+    reported = [("store.integrity_failed", "reencrypt")] if outcome == "found" else []
+    assert [(e.name, e.details["operation"]) for e in events] == reported
+    if outcome == "found":
+        assert read_everything(store) == others
+        assert store.stats().namespaces["one"].dropped_records == 1
+    elif outcome == "orphaned":
+        with pytest.raises(IntegrityError, match="no data key"):
+            store.get("one", "a")
+    assert store.get("one", "b") == b"secret of b"  # the other record moved to the new key
+
+
+@pytest.mark.parametrize("change", ["created = created + 1", "expires = 9e18", "key_id = 'x'"])
+def test_an_edited_index_column_of_a_queue_entry_drops_it_with_a_report(edited, change):
+    store = edited(
+        f"UPDATE records SET {change} WHERE seq = (SELECT min(seq) FROM records WHERE key IS NULL)"  # noqa: S608
+    )
+    events: list[StoreEvent] = []
+    store._on_event = events.append
+    assert [value for _, value in store.read_batch("queue")] == [b"second"]
+    assert [e.name for e in events] == ["store.integrity_failed"]
 
 
 def test_a_record_from_another_store_fails(tmp_path, clock):
@@ -411,13 +473,32 @@ def test_a_record_from_another_store_fails(tmp_path, clock):
 
 
 @pytest.mark.parametrize(
-    "change", ["key_id = 'x'", "seq = -seq", "created = 'x'", "created = 1e999", "expires = x'00'"]
+    ("change", "reason"),
+    [
+        ("sealed = 42", "sealed value is malformed"),
+        ("sealed = substr(sealed, 1, 40)", "sealed value is malformed"),
+        ("sealed = CAST(x'07' || substr(sealed, 2) AS BLOB)", "sealed value has unknown format 7"),
+        ("sealed = CAST(sealed AS TEXT)", "sealed value is malformed"),
+        (f"sealed = {splice(1, '01')}", "sealed value is malformed"),  # a keyed value's kind made a queue's
+        (f"sealed = {splice(26, '07')}", "sealed value is malformed"),  # has-expiry neither 0 nor 1
+        (f"sealed = {splice(17, '02')}", "no data key 2"),  # the key id (1 → 2): another namespace's key
+        (f"sealed = {splice(20, '01')}", "failed authentication"),  # created
+        (f"sealed = {splice(40, '00')}", "failed authentication"),  # the nonce
+    ],
 )
-def test_a_malformed_row_is_an_integrity_error_that_says_so(edited, change):
+def test_a_malformed_record_is_an_integrity_error_that_says_so(edited, change, reason):
     store = edited(f"UPDATE records SET {change} WHERE namespace = 'one' AND key = 'a'")  # noqa: S608
-    with pytest.raises(IntegrityError, match="record row is malformed"):
+    events: list[StoreEvent] = []
+    store._on_event = events.append
+    with pytest.raises(IntegrityError, match=reason):
         store.get("one", "a")
     assert store.stats().namespaces["one"].integrity_failures == 1
+    # The report names the row, which the get did not read: it looks its number up.
+    with raw_db(store._path) as connection:
+        [(seq,)] = connection.execute("SELECT seq FROM records WHERE namespace = 'one' AND key = 'a'")
+    assert [(e.name, e.details) for e in events] == [
+        ("store.integrity_failed", {"namespace": "one", "seq": seq, "operation": "get"})
+    ]
     assert store.get("one", "b") == b"secret of b"
 
 
@@ -461,10 +542,11 @@ def test_no_nonce_repeats_over_200000_seals_through_the_write_paths(scratch):
         )
     with raw_db(scratch / "nonces" / "store.db") as connection:
         rows = connection.execute(
-            "SELECT substr(sealed, 1, 1), substr(sealed, 2, ?), key_id FROM records", (_crypto.NONCE_BYTES,)
+            "SELECT substr(sealed, 1, 1), substr(sealed, ?, ?), key_id FROM records",
+            (_crypto.HEADER_BYTES + 1, _crypto.NONCE_BYTES),
         ).fetchall()
     assert len(rows) == NONCE_SEALS
-    assert {fmt for fmt, _, _ in rows} == {bytes([_crypto.FORMAT_VERSION])}
+    assert {fmt for fmt, _, _ in rows} == {bytes([_crypto.RECORD_FORMAT])}
     nonces = {nonce for _, nonce, _ in rows}
     assert len(nonces) == NONCE_SEALS
     assert {len(nonce) for nonce in nonces} == {_crypto.NONCE_BYTES}
@@ -478,9 +560,15 @@ def test_stored_records_carry_a_fresh_12_byte_nonce(open_store, store_dir):
         store.append("q", b"same value")
     store.close()
     with raw_db(store_dir / "store.db") as connection:
-        blobs = [row[0] for row in connection.execute("SELECT sealed FROM records")]
-    assert all(len(blob) == len(b"same value") + _crypto.OVERHEAD for blob in blobs)
-    assert len({blob[1:13] for blob in blobs}) == len(blobs)
+        rows = connection.execute("SELECT sealed, seq, key_id, created, expires FROM records").fetchall()
+    blobs = [sealed for sealed, *_ in rows]
+    assert all(len(blob) == len(b"same value") + _crypto.RECORD_OVERHEAD for blob in blobs)
+    nonce = slice(_crypto.HEADER_BYTES, _crypto.HEADER_BYTES + _crypto.NONCE_BYTES)
+    assert len({blob[nonce] for blob in blobs}) == len(blobs)
+    # Each record's header holds what its columns index.
+    for sealed, *columns in rows:
+        header = _crypto.read_header(sealed)
+        assert (header.seq, header.key_id, header.created, header.expires) == tuple(columns)
 
 
 def test_sealed_values_hide_the_plaintext(open_store, store_dir):
