@@ -49,8 +49,8 @@ TAG_BYTES = 16
 KEY_BYTES = 32
 STORE_ID_BYTES = 16
 # format, kind, seq, key id, created, has-expiry, expires
-_RECORD_HEADER = struct.Struct(">BBQQdBd")
-HEADER_BYTES = _RECORD_HEADER.size
+RECORD_HEADER = struct.Struct(">BBQQdBd")
+HEADER_BYTES = RECORD_HEADER.size
 RECORD_OVERHEAD = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
 SEALED_OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES  # `seal`: a format byte, the nonce and the tag
 WRAPPED_KEY_BYTES = SEALED_OVERHEAD + KEY_BYTES
@@ -98,13 +98,14 @@ def read_header(sealed: object) -> Header:
     """The header of a sealed record, unauthenticated, or `IntegrityError` if it cannot be one."""
     if type(sealed) is not bytes or len(sealed) < RECORD_OVERHEAD:
         raise IntegrityError("sealed value is malformed")
-    record_format, kind, seq, key_id, created, has_expiry, expires = _RECORD_HEADER.unpack_from(sealed)
+    record_format, kind, seq, key_id, created, has_expiry, expires = RECORD_HEADER.unpack_from(sealed)
     if record_format != RECORD_FORMAT or kind not in {KIND_VALUE, KIND_QUEUE} or has_expiry not in {0, 1}:
-        raise _header_error(record_format)
+        raise header_error(record_format)
     return Header(kind, seq, key_id, created, expires if has_expiry else None)
 
 
-def _header_error(record_format: int) -> IntegrityError:
+def header_error(record_format: int) -> IntegrityError:
+    """The error for a header `read_header` refuses."""
     if record_format != RECORD_FORMAT:
         return IntegrityError(f"sealed value has unknown format {record_format}")
     return IntegrityError("sealed value is malformed")
@@ -122,30 +123,6 @@ def open_record(aead: AESGCM, aad_prefix: bytes, key: bytes, sealed: bytes) -> b
     except InvalidTag:
         # `from None`: InvalidTag carries nothing useful, and nothing of the input may travel on.
         raise IntegrityError("sealed value failed authentication") from None
-
-
-def open_value(aead: AESGCM, aad_prefix: bytes, key: bytes, sealed: bytes) -> tuple[bytes, float | None]:
-    """`read_header` and `open_record` of a keyed value in one call, for the path of every get: its
-    plaintext and expiry. `sealed` must be bytes of at least `RECORD_OVERHEAD` (the caller checks)."""
-    record_format, kind, _, _, _, has_expiry, expires = _RECORD_HEADER.unpack_from(sealed)
-    if record_format != RECORD_FORMAT or kind != KIND_VALUE or has_expiry not in {0, 1}:
-        raise _header_error(record_format)
-    try:
-        value = aead.decrypt(
-            sealed[HEADER_BYTES:_RECORD_NONCE_END],
-            sealed[_RECORD_NONCE_END:],
-            aad_prefix + sealed[:HEADER_BYTES] + key,
-        )
-    except InvalidTag:
-        raise IntegrityError("sealed value failed authentication") from None
-    return value, (expires if has_expiry else None)
-
-
-def key_id_of(sealed: bytes) -> int:
-    """The key id in a sealed record's header (unauthenticated: it picks the key that authenticates it).
-    `sealed` must be bytes of at least `RECORD_OVERHEAD`."""
-    key_id: int = _RECORD_HEADER.unpack_from(sealed)[3]
-    return key_id
 
 
 def data_key_aad(store_id: bytes, namespace: str, key_id: int) -> bytes:
@@ -195,7 +172,7 @@ def seal_records(  # noqa: PLR0917 - one call per run of records sealed under on
     """
     pool = os.urandom(NONCE_BYTES * len(entries))
     has_expiry, expiry = (0, 0.0) if expires is None else (1, expires)
-    pack_header, encrypt, join = _RECORD_HEADER.pack, aead.encrypt, _join_into_bytearray
+    pack_header, encrypt, join = RECORD_HEADER.pack, aead.encrypt, _join_into_bytearray
     sealed = []
     seq, end = first_seq, 0
     for key, value in entries:
@@ -221,11 +198,11 @@ def seal_record(  # noqa: PLR0917 - one record's identity
     """`seal_records` for one record (a keyed value, or a queue entry when `key` is None): a single put or
     append runs it every time."""
     if expires is None:
-        header = _RECORD_HEADER.pack(
+        header = RECORD_HEADER.pack(
             RECORD_FORMAT, KIND_QUEUE if key is None else KIND_VALUE, seq, key_id, created, 0, 0.0
         )
     else:
-        header = _RECORD_HEADER.pack(
+        header = RECORD_HEADER.pack(
             RECORD_FORMAT, KIND_QUEUE if key is None else KIND_VALUE, seq, key_id, created, 1, expires
         )
     aad = aad_prefix + header if key is None else b"".join((aad_prefix, header, key.encode()))

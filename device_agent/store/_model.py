@@ -21,7 +21,7 @@ DEFAULT_MAX_VALUE_BYTES = 1 << 20
 class NamespacePolicy:
     """Data minimisation for one namespace. `None` means no limit; `ttl` is the default time-to-live (s).
 
-    `max_bytes` counts value bytes; each record also costs about 29 bytes of sealing and a row.
+    `max_bytes` counts value bytes; each record also costs 63 bytes of sealing and a row.
     """
 
     max_records: int | None = None

@@ -165,7 +165,10 @@ class Store(Maintenance):
     def get(self, namespace: str, key: str) -> bytes:
         """The value under `key`; `NotFoundError` if absent or expired, `IntegrityError` if tampered with."""
         ns, name = check_namespace(namespace), check_key(key)
-        with self._lock:
+        # The lock by hand: `with` costs a get about 1,100 instructions more (its enter and exit lookups).
+        lock = self._lock
+        lock.acquire()
+        try:
             try:  # the read fast path: `Database.one` without its layer
                 row = self._db.read_one(_GET, (ns, name))
             except Exception as error:
@@ -181,6 +184,8 @@ class Store(Maintenance):
             if expires is not None and expires <= self._clock():
                 raise NotFoundError(f"namespace {ns} has no key {name!r}")
             return value
+        finally:
+            lock.release()
 
     def _seq_of_key(self, ns: str, name: str) -> object:
         """The row's sequence number, for the report of a get that failed (which read only `sealed`)."""

@@ -358,8 +358,12 @@ async def test_a_tampered_record_is_refused_and_reported_as_an_integrity_event(
         await alpha.ok("put", key="k", value="the original")
         database = next(p for p in (device.root / "work" / STORE / "store").iterdir() if p.suffix == ".db")
         with sqlite3.connect(database) as db:  # an attacker with file access, beside the running store
-            tampered = "UPDATE records SET sealed = substr(sealed, 1, 20) || x'55' || substr(sealed, 22)"
-            db.execute(tampered + " WHERE key = 'k'")
+            # One byte of the record's time changed (`||` makes text: CAST makes it a blob again).
+            db.execute(
+                "UPDATE records SET sealed = CAST(substr(sealed, 1, 20)"
+                " || (CASE WHEN substr(sealed, 21, 1) = x'55' THEN x'56' ELSE x'55' END)"
+                " || substr(sealed, 22) AS BLOB) WHERE key = 'k'"
+            )
         answer = await alpha.do("get", key="k")
         assert (answer["ok"], answer["error"]) == (False, "IntegrityError")
         assert "the original" not in json.dumps(answer)
