@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from bootstrap_reporter.cli_listing import LIST_TIMEOUT, MAX_COMPONENTS, RETRY, CliListing
+from bootstrap_reporter.cli_listing import FRESH_SECONDS, LIST_TIMEOUT, MAX_COMPONENTS, RETRY, CliListing
 
 from device_agent.errors import (
     ConnectionLostError,
@@ -139,9 +139,26 @@ async def test_success_asks_at_every_collection_and_a_later_refusal_drops_the_li
     listing = CliListing(clock=clock)
     for _ in range(3):
         assert await listing.fact(session) is not None
+        clock.now += 60  # the shortest collection interval
     assert session.calls == 3  # every collection sees the current list
     session.error = NotAuthorizedError("Not Authorized")  # the grant taken away by a deployment
     assert await listing.fact(session) is None
+
+
+async def test_an_answer_seconds_old_serves_again_unless_the_configuration_changed():
+    """The settle's answer serves the first collection, a moment later: one ListComponents at start."""
+    clock, session = Clock(), FakeSession()
+    listing = CliListing(clock=clock)
+    first = await listing.fact(session)
+    clock.now += FRESH_SECONDS - 0.5
+    assert await listing.fact(session) == first
+    assert session.calls == 1
+    listing.retry_now()  # a deployment changed the configuration: it may have changed the components
+    assert await listing.fact(session) == first
+    assert session.calls == 2
+    clock.now += FRESH_SECONDS
+    await listing.fact(session)
+    assert session.calls == 3
 
 
 async def test_retry_now_asks_at_the_next_collection_and_a_grant_then_brings_the_cli_list_back():

@@ -35,6 +35,9 @@ LIST_TIMEOUT: Final = 10.0
 MAX_COMPONENTS: Final = 128
 #: After a refusal, "not supported" or a failure: ask again after 1 min at first, at most hourly later.
 RETRY: Final = Backoff(initial=60.0, maximum=3600.0)
+#: An answer this recent serves again: the settle's answer is the first collection's, not a second call.
+#: Collections are far apart, and a configuration change asks again at once (`retry_now`).
+FRESH_SECONDS: Final = 5.0
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _VERSION = re.compile(r"[0-9A-Za-z.+~-]{1,64}")
 
@@ -90,7 +93,7 @@ class CliListing:
                 logger.info("bootstrap.components_source", extra={"source": SOURCE})
             self.listing = _listing(infos)
             self._delays = self.backoff.delays()
-            self.next_try = 0.0
+            self.next_try = self.clock() + FRESH_SECONDS
             self.why_not = None
 
     def _refused(self, why: str) -> None:
