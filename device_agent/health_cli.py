@@ -700,6 +700,7 @@ _LIFECYCLE_TEXT: Final[Mapping[LifecycleEvent, str]] = {
     LifecycleEvent.TRIMMED: "old log files removed to fit the size limit",
     LifecycleEvent.SNAPSHOT_TRIMMED: "some checks left out of a snapshot to fit the line limit",
     LifecycleEvent.EVENTS_REJECTED: "malformed events ignored",
+    LifecycleEvent.LOG_RESUMED: "the log can be written again; what waited follows",
 }
 _SEVERITY_STATE: Final = {
     Severity.INFO: None,

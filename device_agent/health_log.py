@@ -132,6 +132,7 @@ class LifecycleEvent(enum.StrEnum):
     TRIMMED = "log.trimmed"
     SNAPSHOT_TRIMMED = "log.snapshot_trimmed"
     EVENTS_REJECTED = "events.rejected"
+    LOG_RESUMED = "log.resumed"  # the log can be written again; what waited in memory follows
 
 
 Value = int | float | str | None

@@ -214,5 +214,12 @@ async def test_a_log_that_cannot_be_written_makes_the_monitor_degraded_and_summa
         )
         await wait_for_summary(device, lambda s: s["sequence"] > count + 2, 15, "no summary after")
         result = device_health(device, "--json")
+        lines = log_lines(device)
     assert result.returncode in {0, 1}, result.stderr
     assert json.loads(result.stdout)["checks"]
+    # What the monitor could not write meanwhile came first, after a note: its start, with its own time.
+    events = [(line["event"], line) for line in lines if line["kind"] == "lifecycle"]
+    assert [name for name, _ in events][:2] == ["log.resumed", "monitor.started"]
+    resumed, started = events[0][1], events[1][1]
+    assert "(UnsafeFileError)" in resumed["detail"]
+    assert started["time"] < resumed["time"]

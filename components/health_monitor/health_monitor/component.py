@@ -71,6 +71,7 @@ from device_agent.messages import Severity as EventSeverity
 from device_agent.metrics import Group, Sampler, SamplerSettings
 from device_agent.metrics.source import PsutilSource
 from device_agent.refusals import Destination, Refusals
+from health_monitor.backlog import Backlog
 from health_monitor.boot import judge_boot
 from health_monitor.config import HealthConfig, summary_topic
 from health_monitor.monitor import Monitor
@@ -122,6 +123,8 @@ class HealthMonitor(Component[HealthConfig]):
         self.log_dir = Path(os.environ.get(LOG_DIRECTORY_ENV, "health")).absolute()
         self.state_dir = Path(os.environ.get(STATE_DIRECTORY_ENV, "state")).absolute()
         self.pending: list[Record] = []
+        self.backlog = Backlog()  # what the log could not take yet
+        self.appended = 0  # records the write in progress has appended
         self.beats: dict[str, _Beat] = {}
         self.last_sample: float | None = None
         self.sample_mounts: tuple[str, ...] = ()  # the mounts in the publisher's samples: inodes too
@@ -534,20 +537,26 @@ class HealthMonitor(Component[HealthConfig]):
 
     async def _write(self, records: list[Record]) -> None:
         async with self.write_lock:
+            # What waited while the log could not be written goes first.
+            batch = [*self.backlog.take(utc_now()), *records]
+            self.appended = 0
             try:
-                await asyncio.to_thread(self._append_all, records)
+                await asyncio.to_thread(self._append_all, batch)
             except StorageError as exc:
                 problem = f"the health log cannot be written ({type(exc).__name__})"
                 if self.log_problem is None:
                     logger.warning("health.log_not_written", extra={"reason": str(exc)})
+                self.backlog.restore(batch[self.appended :], failed_at=utc_now(), reason=type(exc).__name__)
                 self.log_problem = problem
                 self._report_health()
                 return
+            self.backlog.written()
         if self.log_problem is not None:
             self.log_problem = None
             self._report_health()
 
     def _append_all(self, records: list[Record]) -> None:
+        """Append `records` in order; `appended` counts those done (or refused), for a write that fails."""
         opening = not self.writer.is_open
         self.writer.open()  # at once if open; else the folder, modes and bound first
         if opening:
@@ -564,7 +573,9 @@ class HealthMonitor(Component[HealthConfig]):
             except InvalidInputError:  # a record the log refuses is a bug here: lose it, not the others
                 # Its message may quote what a peer sent: the kind of record is enough to find the bug.
                 logger.error("health.record_refused", extra={"kind": type(record).__name__})  # noqa: TRY400
+                self.appended += 1
                 continue
+            self.appended += 1
             # A flood of incidents can rotate the last snapshot out of the log, leaving device-health no
             # states to show: after a rotation, the new file gets a snapshot at the next tick. A snapshot
             # written after the rotation (it rotates before the line that would not fit) is one already.
