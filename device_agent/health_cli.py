@@ -208,7 +208,7 @@ TRIAGE: Final[Mapping[str, Triage]] = {
             "The board lowered the processor's speed to protect itself, usually from heat or a weak"
             " power supply. Everything runs slower.",
             "The temperature and power supply checks. On a Raspberry Pi: `vcgencmd get_throttled`"
-            " (0x0 is good).",
+            " (0x0 is good); elsewhere `dmesg | grep -i throttl`.",
             "Fix the cause: cooling, or the right power supply and cable.",
         ),
     ),

@@ -77,7 +77,6 @@ from health_monitor.config import HealthConfig, summary_topic
 from health_monitor.monitor import Monitor
 from health_monitor.readings import (
     ClockWatch,
-    board_readings,
     clock_unset,
     event_check,
     inode_readings,
@@ -88,6 +87,7 @@ from health_monitor.restarts import RestartPlanner
 from health_monitor.sharing import share_work_folder
 from health_monitor.summary import summary
 from health_monitor.technician_tool import install_tool
+from health_monitor.throttle import ThrottleWatch
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class HealthMonitor(Component[HealthConfig]):
         self.state_dir = Path(os.environ.get(STATE_DIRECTORY_ENV, "state")).absolute()
         self.pending: list[Record] = []
         self.backlog = Backlog()  # what the log could not take yet
+        self.throttle = ThrottleWatch()
         self.appended = 0  # records the write in progress has appended
         self.beats: dict[str, _Beat] = {}
         self.last_sample: float | None = None
@@ -467,7 +468,7 @@ class HealthMonitor(Component[HealthConfig]):
         # Inodes are not in the publisher's samples: statvfs (cheap enough for every tick) of the mounts
         # configured here and of those the publisher samples.
         mounts = dict.fromkeys((*config.mounts, *self.sample_mounts))
-        for check, subject, value in (*inode_readings(mounts), *board_readings()):
+        for check, subject, value in (*inode_readings(mounts), *self.throttle.readings()):
             self._observe(check, value, subject)
         if config.certificate_path and (
             self.certificate_read is None or now - self.certificate_read >= config.certificate_check_seconds
