@@ -80,8 +80,10 @@ async def test_with_the_cli_the_fact_is_every_component_from_list_components(
         for component in listed.values():
             assert component["version"] == __version__
             assert set(component) == {"name", "version"}  # no state: a restart must not change the hash
-        # One call: the answer the settle got served the first collection too.
-        assert len(decisions.decisions) == 1
+        # Usually one call: the settle's answer serves the first collection too (at most 5 s later; a store
+        # slow to answer on a busy machine can stretch the settle past that, hence not asserted exactly
+        # here: `test_cli_listing.py` pins the reuse).
+        assert 1 <= len(decisions.decisions) <= 2
         assert all(d.allowed and d.resource == "*" for d in decisions.decisions)  # the `${*}` grant
         # The answer carried each component's configuration (the salt among it): none of it went further.
         assert SALT not in json.dumps(verifier.reports())

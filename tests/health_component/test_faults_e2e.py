@@ -77,13 +77,21 @@ async def test_a_killed_sibling_is_stale_within_two_intervals_and_its_restart_co
         await wait_until(lambda: len(heartbeats(device, PROBE)) >= 2, 10, "too few heartbeats")
         os.kill(component_pid(device, "code.py"), signal.SIGKILL)
         killed_at = time.monotonic()
-        await wait_for_summary(device, probe("heartbeat", "WARN"), 10, "the silence was not reported")
+        warned = await wait_for_summary(
+            device, probe("heartbeat", "WARN"), 10, "the silence was not reported"
+        )
         beats = device.local_messages(f"device-agent/heartbeat/{PROBE}")
         last_beat = max(b.time for b in beats)
         reported = next(
             r.time for r in device.local_messages(LOCAL_TOPIC) if probe("heartbeat", "WARN")(r.message)
         )
-        assert reported - last_beat <= 2.0, (reported - last_beat, time.monotonic() - killed_at)
+        # Judged within two intervals of silence, by the monitor's own measure (the silence in intervals
+        # when it judged); delivered before it would have been CRITICAL (three).
+        [value] = [
+            c["value"] for c in warned["checks"] if c["check"] == "heartbeat" and c.get("subject") == PROBE
+        ]
+        assert 1.5 <= value < 2.0, value
+        assert reported - last_beat < 3.0, (reported - last_beat, time.monotonic() - killed_at)
         # The nucleus starts it again; its heartbeats begin again at 1, with no STOPPING in between.
         await wait_for_summary(device, probe("unexpected_restart", "WARN"), 30, "the restart not counted")
         await wait_for_summary(
@@ -119,14 +127,19 @@ async def test_the_log_stays_within_its_bound_across_many_rotations_on_the_nucle
         return lambda: any(mark in line.get("message", "") for line in log_lines(device))
 
     def look() -> None:
-        names = {path.name for path in log_dir(device).iterdir()}
-        assert names <= {"health.log", "health.log.1", "device-health"}, names
-        total = sum((log_dir(device) / name).stat().st_size for name in names if name != "device-health")
-        assert total <= bound, total
-        older = log_dir(device) / "health.log.1"
-        if older.exists():
-            with older.open("rb") as file:
-                rotated.add(file.readline())
+        while True:  # a file rotated away between listing and reading: look again
+            try:
+                names = {path.name for path in log_dir(device).iterdir()}
+                assert names <= {"health.log", "health.log.1", "device-health"}, names
+                sizes = [(log_dir(device) / name).stat().st_size for name in names if name != "device-health"]
+                assert sum(sizes) <= bound, sizes
+                older = log_dir(device) / "health.log.1"
+                if older.exists():
+                    with older.open("rb") as file:
+                        rotated.add(file.readline())
+            except FileNotFoundError:
+                continue
+            return
 
     async with start_device(
         health_base, update_config=config, interpolate_component_configuration=True

@@ -33,7 +33,7 @@ ALPHA, BETA = "com.example.AlphaClient", "com.example.BetaClient"
 NAMESPACES = {
     "alpha": {"maxRecords": 3, "overflow": "reject"},
     "beta": {"maxRecords": 4, "overflow": "drop_oldest"},
-    "short": {"ttlSeconds": 1.0},
+    "short": {"ttlSeconds": 5.0},  # long enough for a put and a get on a busy machine
     "durable": {},
 }
 OVERWRITE = protocol.encode_value(b"overwritten by beta")
@@ -157,10 +157,10 @@ async def test_time_to_live_from_configuration_and_per_record(
     async with start_device(store_base, update_config=store_update()) as device:
         alpha = client(device, ALPHA)
         await alpha.ready()
-        await alpha.ok("put", key="default-ttl", value="gone soon")  # the namespace's 1 s
         await alpha.ok("put", key="own-ttl", value="kept", ttl=600)
+        await alpha.ok("put", key="default-ttl", value="gone soon")  # the namespace's 5 s
         assert await alpha.ok("get", key="default-ttl") == "gone soon"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while (answer := await alpha.do("get", key="default-ttl"))["ok"]:
             assert time.monotonic() < deadline, "the record outlived its time-to-live"
             await asyncio.sleep(0.2)
