@@ -352,6 +352,13 @@ def test_queue_entry_moved_onto_another_is_dropped_not_returned(edited):
     assert store.stats().namespaces["queue"].dropped_records == 1
 
 
+def flip(offset: int) -> str:
+    """SQL for the sealed record with its byte at `offset` changed, whatever it was (0 becomes 1, else 0)."""
+    byte = f"substr(sealed, {offset + 1}, 1)"
+    changed = f"(CASE WHEN {byte} = x'00' THEN x'01' ELSE x'00' END)"
+    return f"CAST(substr(sealed, 1, {offset}) || {changed} || substr(sealed, {offset + 2}) AS BLOB)"
+
+
 def splice(offset: int, hex_byte: str) -> str:
     """SQL for the sealed record with its byte at `offset` replaced (a blob: `||` alone makes text)."""
     return f"CAST(substr(sealed, 1, {offset}) || x'{hex_byte}' || substr(sealed, {offset + 2}) AS BLOB)"
@@ -483,7 +490,10 @@ def test_a_record_from_another_store_fails(tmp_path, clock):
         (f"sealed = {splice(26, '07')}", "sealed value is malformed"),  # has-expiry neither 0 nor 1
         (f"sealed = {splice(17, '02')}", "no data key 2"),  # the key id (1 → 2): another namespace's key
         (f"sealed = {splice(20, '01')}", "failed authentication"),  # created
-        (f"sealed = {splice(40, '00')}", "failed authentication"),  # the nonce
+        (
+            f"sealed = {flip(40)}",
+            "failed authentication",
+        ),  # the nonce (random bytes: changed, whatever it was)
     ],
 )
 def test_a_malformed_record_is_an_integrity_error_that_says_so(edited, change, reason):
