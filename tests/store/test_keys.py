@@ -426,7 +426,7 @@ def test_keys_never_appear_in_logs_reprs_or_errors(open_store, store_dir, caplog
         kek = key_material(store_dir / "store.key")
         secrets = [kek, *data_keys(store_dir / "store.db", kek).values()]
         with raw_db(store_dir / "store.db") as connection:
-            # Byte 21 (in the ciphertext) changed for sure: set to 0, or to 1 where it was 0 already.
+            # Byte 21 (in the header's time) changed for sure: set to 0, or to 1 where it was 0 already.
             connection.execute(
                 "UPDATE records SET sealed = CAST(substr(sealed, 1, 20)"
                 " || CASE WHEN substr(sealed, 21, 1) = x'00' THEN x'01' ELSE x'00' END"
