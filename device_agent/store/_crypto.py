@@ -114,12 +114,18 @@ def header_error(record_format: int) -> IntegrityError:
 def open_record(aead: AESGCM, aad_prefix: bytes, key: bytes, sealed: bytes) -> bytes:
     """The plaintext of a sealed record of the namespace of `aad_prefix` under `key` (UTF-8; empty for a
     queue entry), or `IntegrityError`. The caller has checked the header (`read_header`)."""
+    return _decrypt(
+        aead,
+        sealed[HEADER_BYTES:_RECORD_NONCE_END],
+        sealed[_RECORD_NONCE_END:],
+        aad_prefix + sealed[:HEADER_BYTES] + key,
+    )
+
+
+def _decrypt(aead: AESGCM, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+    """AES-GCM open, or `IntegrityError` (the message holds no bytes of the input)."""
     try:
-        return aead.decrypt(
-            sealed[HEADER_BYTES:_RECORD_NONCE_END],
-            sealed[_RECORD_NONCE_END:],
-            aad_prefix + sealed[:HEADER_BYTES] + key,
-        )
+        return aead.decrypt(nonce, data, aad)
     except InvalidTag:
         # `from None`: InvalidTag carries nothing useful, and nothing of the input may travel on.
         raise IntegrityError("sealed value failed authentication") from None
@@ -145,10 +151,7 @@ def open_sealed(aead: AESGCM, sealed: bytes, aad: bytes) -> bytes:
         raise IntegrityError("sealed value is malformed")
     if sealed[0] != WRAP_FORMAT:
         raise IntegrityError(f"sealed value has unknown format {sealed[0]}")
-    try:
-        return aead.decrypt(sealed[1:_NONCE_END], sealed[_NONCE_END:], aad)
-    except InvalidTag:
-        raise IntegrityError("sealed value failed authentication") from None
+    return _decrypt(aead, sealed[1:_NONCE_END], sealed[_NONCE_END:], aad)
 
 
 def seal_records(  # noqa: PLR0917 - one call per run of records sealed under one key
@@ -197,14 +200,11 @@ def seal_record(  # noqa: PLR0917 - one record's identity
 ) -> bytearray:
     """`seal_records` for one record (a keyed value, or a queue entry when `key` is None): a single put or
     append runs it every time."""
+    kind = KIND_QUEUE if key is None else KIND_VALUE
     if expires is None:
-        header = RECORD_HEADER.pack(
-            RECORD_FORMAT, KIND_QUEUE if key is None else KIND_VALUE, seq, key_id, created, 0, 0.0
-        )
+        header = RECORD_HEADER.pack(RECORD_FORMAT, kind, seq, key_id, created, 0, 0.0)
     else:
-        header = RECORD_HEADER.pack(
-            RECORD_FORMAT, KIND_QUEUE if key is None else KIND_VALUE, seq, key_id, created, 1, expires
-        )
+        header = RECORD_HEADER.pack(RECORD_FORMAT, kind, seq, key_id, created, 1, expires)
     aad = aad_prefix + header if key is None else b"".join((aad_prefix, header, key.encode()))
     nonce = os.urandom(NONCE_BYTES)
     return _join_into_bytearray((header, nonce, aead.encrypt(nonce, value, aad)))
@@ -239,7 +239,4 @@ def open_legacy(aead: AESGCM, sealed: bytes, aad: bytes) -> bytes:
     """Open a format-1 record (`u8 format | nonce | ciphertext`), or raise `IntegrityError`."""
     if len(sealed) < SEALED_OVERHEAD or sealed[0] != LEGACY_RECORD_FORMAT:
         raise IntegrityError("sealed value is malformed")
-    try:
-        return aead.decrypt(sealed[1:_NONCE_END], sealed[_NONCE_END:], aad)
-    except InvalidTag:
-        raise IntegrityError("sealed value failed authentication") from None
+    return _decrypt(aead, sealed[1:_NONCE_END], sealed[_NONCE_END:], aad)

@@ -139,7 +139,7 @@ class Sqlite3Driver:
         # A damaged row may hold invalid UTF-8 where text belongs. The default factory would fail the whole
         # statement with the raw bytes in its message; this keeps them (as surrogates) for the row checks,
         # which turn them into an IntegrityError about that one row.
-        self._connection.text_factory = _lenient_text
+        self._connection.text_factory = lenient_text
         # Kept for `fetch` and `write`: each statement they run is over when they return (all rows read,
         # the statement reset), so nothing holds on to a cursor between two of them.
         self._reader = self._connection.cursor()
@@ -198,7 +198,8 @@ _ACCESS_CODES = frozenset(
 )
 
 
-def _lenient_text(data: bytes) -> str:
+def lenient_text(data: bytes) -> str:
+    """sqlite3's text factory for a store's files: damaged UTF-8 kept as surrogates, for the row checks."""
     return data.decode("utf-8", "surrogateescape")
 
 

@@ -31,6 +31,7 @@ from device_agent.store._db import (
     Sqlite3Driver,
     classify_sqlite3,
     connect,
+    lenient_text,
 )
 from device_agent.store._keyring import Keyring
 from device_agent.store._keys import KeyEncryptionKey
@@ -115,7 +116,7 @@ class ReadOnlyCopy:
             check_same_thread=False,
         )
         # As the standard driver: damaged text reaches the row checks instead of failing the statement.
-        self._connection.text_factory = _lenient_text
+        self._connection.text_factory = lenient_text
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
         cursor: Iterator[Row] = self._connection.execute(sql, params)
@@ -126,10 +127,6 @@ class ReadOnlyCopy:
 
     def classify(self, error: BaseException) -> ErrorKind | None:
         return classify_sqlite3(error)
-
-
-def _lenient_text(data: bytes) -> str:
-    return data.decode("utf-8", "surrogateescape")
 
 
 def _open_keyring(db: Database, kek: KeyEncryptionKey) -> Keyring | None:
