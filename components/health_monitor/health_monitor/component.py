@@ -125,7 +125,6 @@ class HealthMonitor(Component[HealthConfig]):
         self.pending: list[Record] = []
         self.backlog = Backlog()  # what the log could not take yet
         self.throttle = ThrottleWatch()
-        self.appended = 0  # records the write in progress has appended
         self.beats: dict[str, _Beat] = {}
         self.last_sample: float | None = None
         self.sample_mounts: tuple[str, ...] = ()  # the mounts in the publisher's samples: inodes too
@@ -539,15 +538,14 @@ class HealthMonitor(Component[HealthConfig]):
     async def _write(self, records: list[Record]) -> None:
         async with self.write_lock:
             # What waited while the log could not be written goes first.
-            batch = [*self.backlog.take(utc_now()), *records]
-            self.appended = 0
+            unwritten = collections.deque([*self.backlog.take(utc_now()), *records])
             try:
-                await asyncio.to_thread(self._append_all, batch)
+                await asyncio.to_thread(self._append_all, unwritten)
             except StorageError as exc:
                 problem = f"the health log cannot be written ({type(exc).__name__})"
                 if self.log_problem is None:
                     logger.warning("health.log_not_written", extra={"reason": str(exc)})
-                self.backlog.restore(batch[self.appended :], failed_at=utc_now(), reason=type(exc).__name__)
+                self.backlog.restore(unwritten, failed_at=utc_now(), reason=type(exc).__name__)
                 self.log_problem = problem
                 self._report_health()
                 return
@@ -556,8 +554,9 @@ class HealthMonitor(Component[HealthConfig]):
             self.log_problem = None
             self._report_health()
 
-    def _append_all(self, records: list[Record]) -> None:
-        """Append `records` in order; `appended` counts those done (or refused), for a write that fails."""
+    def _append_all(self, records: collections.deque[Record]) -> None:
+        """Append `records` in order, each taken off the queue once written (or refused): a write that
+        fails leaves there what it did not write."""
         opening = not self.writer.is_open
         self.writer.open()  # at once if open; else the folder, modes and bound first
         if opening:
@@ -567,16 +566,17 @@ class HealthMonitor(Component[HealthConfig]):
             problem = install_tool(self.log_dir, self.writer.shared_gid)
             if problem is not None:
                 logger.warning("health.tool_not_installed", extra={"reason": problem})
-        for record in records:
+        while records:
+            record = records[0]
             rotations = self.writer.rotations
             try:
                 self.writer.append(record)
             except InvalidInputError:  # a record the log refuses is a bug here: lose it, not the others
                 # Its message may quote what a peer sent: the kind of record is enough to find the bug.
                 logger.error("health.record_refused", extra={"kind": type(record).__name__})  # noqa: TRY400
-                self.appended += 1
+                records.popleft()
                 continue
-            self.appended += 1
+            records.popleft()
             # A flood of incidents can rotate the last snapshot out of the log, leaving device-health no
             # states to show: after a rotation, the new file gets a snapshot at the next tick. A snapshot
             # written after the rotation (it rotates before the line that would not fit) is one already.
