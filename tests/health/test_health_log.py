@@ -508,13 +508,18 @@ def test_a_full_disk_mid_line_leaves_one_bad_line_and_the_next_record_whole(tmp_
 # --- torn lines -----------------------------------------------------------------------------------------
 
 
-def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
-    directory = tmp_path / "log"
+def two_changes(directory: Path) -> tuple[Path, bytes]:
+    """A log of two state changes in `directory`: its file and the file's bytes."""
     with HealthLogWriter(directory) as log:
         log.append(change(0))
         log.append(change(1))
     path = directory / "health.log"
-    whole = path.read_bytes()
+    return path, path.read_bytes()
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    path, whole = two_changes(directory)
     path.write_bytes(whole[: len(whole) - 25])  # power lost in the middle of the second line
     contents = read_log(directory)
     assert evidences(contents.records) == [change(0).evidence]
@@ -523,12 +528,7 @@ def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
 
 
 def test_a_line_caught_in_flight_is_read_whole_once_its_write_completes(tmp_path: Path) -> None:
-    directory = tmp_path / "log"
-    with HealthLogWriter(directory) as log:
-        log.append(change(0))
-        log.append(change(1))
-    path = directory / "health.log"
-    whole = path.read_bytes()
+    path, whole = two_changes(tmp_path / "log")
     views = [whole[: len(whole) - 25], whole[: len(whole) - 5], whole]  # a write landing page by page
     pauses: list[float] = []
 

@@ -77,18 +77,23 @@ def test_a_failed_write_is_translated_and_the_next_one_runs(db: Database) -> Non
     assert db.query("SELECT k, v FROM t ORDER BY k") == [("a", 1), ("b", 2)]
 
 
-def test_a_query_leaves_no_read_open(db: Database) -> None:
-    for key in "abcdef":
-        db.write("INSERT INTO t VALUES (?, ?)", (key, 1))
-    assert len(db.query("SELECT k FROM t")) == 6
-    assert db.query("SELECT k FROM t ORDER BY k LIMIT 1") == [("a",)]
-    # A TRUNCATE checkpoint is refused (busy) while any connection still reads from the WAL.
+def no_read_open(db: Database) -> bool:
+    """Whether no statement of `db` still reads: a TRUNCATE checkpoint is refused (busy) while any
+    connection still reads from the WAL."""
     other = sqlite3.connect(db.path, isolation_level=None)
     try:
         busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         other.close()
-    assert busy == 0
+    return bool(busy == 0)
+
+
+def test_a_query_leaves_no_read_open(db: Database) -> None:
+    for key in "abcdef":
+        db.write("INSERT INTO t VALUES (?, ?)", (key, 1))
+    assert len(db.query("SELECT k FROM t")) == 6
+    assert db.query("SELECT k FROM t ORDER BY k LIMIT 1") == [("a",)]
+    assert no_read_open(db)
 
 
 def test_a_lookup_gives_its_row_or_none_and_leaves_no_read_open(db: Database) -> None:
@@ -98,12 +103,7 @@ def test_a_lookup_gives_its_row_or_none_and_leaves_no_read_open(db: Database) ->
     assert db.one(lookup, ("b",)) == ("b", 98)
     assert db.one(lookup, ("absent",)) is None
     assert db.read_one(lookup, ("c",)) == ("c", 99)  # the fast path: the same answer
-    other = sqlite3.connect(db.path, isolation_level=None)
-    try:
-        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        other.close()
-    assert busy == 0
+    assert no_read_open(db)
 
 
 def test_a_failed_lookup_is_translated_on_both_paths(db: Database) -> None:
